@@ -1,0 +1,124 @@
+"""The ``atrous`` command. Each subcommand parses its arguments and calls one library function."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x1024"`` -> (512, 1024); a single number means a square."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected HxW, e.g. 512x1024")
+    return parts[0], parts[1]
+
+
+# --------------------------------------------------------------------------- models, analysis
+def cmd_models(args) -> None:
+    from .analysis import complexity
+    from .models import create_model, get_entry, list_models
+
+    size = args.size
+    print(f"{'model':<16} {'params':>10} {'GMACs':>8}  {'paper params':>12} {'paper GFLOPs':>12}  "
+          f"{'paper mIoU':>10}  convention @ HxW")
+    for name in list_models(args.pattern):
+        entry = get_entry(name)
+        card = entry.card
+        res = card.flops_resolution or size
+        c = complexity(create_model(name), res)
+        pp = f"{card.params_m:.2f}M" if card.params_m else "-"
+        pf = f"{card.flops_g:.2f}" if card.flops_g else "-"
+        pm = f"{card.miou:.1f}" if card.miou else "-"
+        print(f"{name:<16} {c['params']:>10,} {c['macs'] / 1e9:>8.2f}  {pp:>12} {pf:>12}  {pm:>10}  "
+              f"{card.flops_convention or '-'} @ {res[0]}x{res[1]}")
+
+
+def cmd_complexity(args) -> None:
+    from .analysis import complexity
+    from .models import create_model
+
+    c = complexity(create_model(args.name, num_classes=args.num_classes), args.size)
+    h, w = c["input_size"]
+    print(f"{args.name} at {h}x{w}")
+    print(f"  params        {c['params']:,}")
+    print(f"  MACs          {c['macs']:,} ({c['macs'] / 1e9:.3f} G)")
+    print(f"  FLOPs (2xMAC) {c['flops']:,} ({c['flops'] / 1e9:.3f} G)")
+    print(f"  fvcore FLOPs  {c['fvcore_flops']:,} ({c['fvcore_flops'] / 1e9:.3f} G)")
+    if "paper_convention" in c:
+        print(f"  paper ({c['paper_convention']}) {c['paper_flops']:,} ({c['paper_flops'] / 1e9:.3f} G)")
+
+
+def cmd_fov(args) -> None:
+    from .analysis import field_of_view, fov_table
+    from .models import create_model
+
+    model = create_model(args.name)
+    print(f"{'step':<14} {'k':>3} {'s':>3} {'dilations':<12} {'FoV before':>10} {'bound k/s':>10} "
+          f"{'holds':>5} {'FoV after':>9}")
+    for row in fov_table(model):
+        dil = ",".join(str(r) for r in row.dilations)
+        print(f"{row.name:<14} {row.kernel:>3} {row.stride:>3} {dil:<12} {row.fov_before:>10g} "
+              f"{row.bound:>10.3g} {'yes' if row.holds else 'NO':>5} {row.fov_after:>9g}")
+    print(f"field of view of {args.name}: {field_of_view(model)}")
+
+
+def cmd_convert(args) -> None:
+    from safetensors.torch import save_file
+
+    from .official import from_official
+    from .utils import atomic_path
+
+    model = from_official(args.name, args.checkpoint)  # validates every key and shape
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(args.out) as tmp:
+        save_file(state, tmp, metadata={"model": args.name, "num_classes": str(model.num_classes),
+                                        "source": "official"})
+    print(f"wrote {args.out}: {args.name}, {model.num_classes} classes, {len(state)} tensors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atrous", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list models: measured params/MACs beside the paper's figures")
+    p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'regseg*'")
+    p.add_argument("--size", type=parse_size, default=(1024, 2048),
+                   help="input size for models whose card names none")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("complexity", help="params, MACs and the paper's FLOP convention")
+    p.add_argument("name")
+    p.add_argument("--size", type=parse_size, default=(1024, 2048), help="HxW (default 1024x2048)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.set_defaults(func=cmd_complexity)
+
+    p = sub.add_parser("fov", help="field of view per block and the bound r <= k/s (RegSeg Sec 3.1)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_fov)
+
+    p = sub.add_parser("convert", help="official checkpoint -> atrous safetensors")
+    p.add_argument("name")
+    p.add_argument("checkpoint", help="the authors' .pth file")
+    p.add_argument("out", help="output .safetensors path")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (KeyError, ValueError, FileNotFoundError, TypeError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"atrous {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

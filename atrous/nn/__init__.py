@@ -1,0 +1,6 @@
+"""Reusable blocks, named as in the papers."""
+from .conv import ConvBNAct, resize_to
+from .dblock import DBlock, DilatedConv, Shortcut
+from .se import SE
+
+__all__ = ["ConvBNAct", "DBlock", "DilatedConv", "SE", "Shortcut", "resize_to"]
