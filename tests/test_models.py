@@ -11,6 +11,8 @@ from atrous.models import get_entry, split_outputs
 PARAMS = {
     "regseg": 3_334_951,
     "regseg_large": 6_131_579,
+    "dwrseg_base": 2_687_507,
+    "dwrseg_large": 3_683_859,
 }
 
 MODELS = atrous.list_models()
