@@ -4,6 +4,7 @@ Every aten op of one forward pass (eval mode, no grad) is recorded with its inpu
 sizes; MACs are those of convolutions and matrix products (``torch.utils.flop_counter``'s
 FLOPs / 2). The papers count differently, so each convention is a function of the same records:
 
+* ``macs`` (DWRSeg Table 1): the MACs themselves.
 * ``fvcore`` (RegSeg Table 8): conv MACs + 2 x numel per BatchNorm + 4 x output numel per
   bilinear upsample + input numel per adaptive average pool.
 
@@ -59,7 +60,10 @@ def fvcore_flops(macs: int, records: list[OpRecord]) -> int:
             + _count(records, ADAPTIVE_POOL, field="in_numel"))
 
 
-CONVENTIONS: dict[str, Callable[[int, list[OpRecord]], int]] = {"fvcore": fvcore_flops}
+CONVENTIONS: dict[str, Callable[[int, list[OpRecord]], int]] = {
+    "fvcore": fvcore_flops,
+    "macs": lambda macs, records: macs,  # papers whose "FLOPs" are conv/linear MACs (DWRSeg Table 1)
+}
 
 
 def count_params(model: nn.Module) -> int:

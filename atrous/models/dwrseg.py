@@ -15,14 +15,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..analysis.complexity import CONVENTIONS
 from ..nn import ConvBNAct, DWRBlock, SIRBlock, StemBlock, resize_to
 from .base import FovStep, ModelCard, SegmentationModel, check_sequence
 from .registry import register_model
 
 # Table 1's "Flops" are multiply-accumulates of the convolutions (13.62 G for DWRSeg-B at
 # 3x512x1024 is what the architecture's convolutions cost; twice that would be 27 G).
-CONVENTIONS.setdefault("macs", lambda macs, records: macs)
 
 DOWNSAMPLE_KINDS = ("conv", "block")
 
