@@ -11,6 +11,9 @@ from atrous.models import get_entry, split_outputs
 PARAMS = {
     "regseg": 3_334_951,
     "regseg_large": 6_131_579,
+    "fassdnet": 2_845_351,
+    "fassdnet_l1": 2_845_351,
+    "fassdnet_l2": 2_289_454,
 }
 
 MODELS = atrous.list_models()
