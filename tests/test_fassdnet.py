@@ -141,7 +141,7 @@ def test_mda_is_residual_and_sums_branches():
 def test_small_inputs_are_padded_only_below_the_native_minimum(variant, lowest):
     model = atrous.create_model(variant, num_classes=3).eval()
     assert model.native_min_size == lowest
-    assert model._stem_size(lowest) // 8 == 1 and model._stem_size(lowest - 1) // 8 == 0
+    assert model.stem_size(lowest) // 8 == 1 and model.stem_size(lowest - 1) // 8 == 0
     torch.manual_seed(0)
     x = torch.randn(1, 3, 32, 70)
     with torch.no_grad():

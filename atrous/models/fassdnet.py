@@ -1,5 +1,5 @@
-"""FASSD-Net (Rosas-Arias et al., "FASSD-Net: Fast and Accurate Real-Time Semantic Segmentation
-for Embedded Systems").
+"""FASSD-Net (Rosas-Arias et al., "Fast and Accurate Real-Time Semantic Segmentation with Dilated
+Asymmetric Convolutions").
 
 FC-HarDNet-70 cut to four encoder stages (down to 1/32), DAPF at the end of the encoder and one
 MDA module per decoder stage (Sec III, Fig. 2, Table II). ``fassdnet`` is the paper's main model;
@@ -131,14 +131,15 @@ class FASSDNet(SegmentationModel):
         self.classifier = nn.Conv2d(ch, num_classes, 1)
         self.native_min_size = self._native_min_size()
 
-    def _stem_size(self, n: int) -> int:
+    def stem_size(self, n: int) -> int:
+        """Side of the stem output for an input side ``n``."""
         for s in self.stem_strides:  # 3x3 conv, padding 1
             n = (n - 1) // s + 1
         return n
 
     def _native_min_size(self) -> int:
         n = 1
-        while self._stem_size(n) // 8 < 1:  # three 2x2 average pools down to the DAPF input
+        while self.stem_size(n) // 8 < 1:  # three 2x2 average pools down to the DAPF input
             n += 1
         return n
 
@@ -171,7 +172,7 @@ class FASSDNet(SegmentationModel):
         return steps
 
 
-_PAPER = "FASSD-Net (Rosas-Arias et al., 2021)"
+_PAPER = "FASSD-Net (Rosas-Arias et al.)"
 _FLOPS = "ptflops GFLOPs, really GMACs (conv MACs + bias/BN/ReLU/PReLU/avg-pool elements)"
 FASSDNET_CARD = ModelCard(
     paper=_PAPER, reference="Table IV (Cityscapes val), Table I, Table II",
