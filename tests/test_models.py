@@ -13,6 +13,9 @@ PARAMS = {
     "regseg_large": 6_131_579,
     "dwrseg_base": 2_687_507,
     "dwrseg_large": 3_683_859,
+    "fassdnet": 2_845_351,
+    "fassdnet_l1": 2_845_351,
+    "fassdnet_l2": 2_289_454,
 }
 
 MODELS = atrous.list_models()

@@ -7,6 +7,9 @@ FLOPs / 2). The papers count differently, so each convention is a function of th
 * ``macs`` (DWRSeg Table 1): the MACs themselves.
 * ``fvcore`` (RegSeg Table 8): conv MACs + 2 x numel per BatchNorm + 4 x output numel per
   bilinear upsample + input numel per adaptive average pool.
+* ``ptflops`` (FASSD-Net Tables I/IV, ptflops' module hooks): conv MACs + output numel per conv
+  with bias + 2 x numel per BatchNorm + output numel per ReLU/PReLU + input numel per average
+  pool (functional interpolation and concatenation are not counted).
 
 Family modules may add conventions to :data:`CONVENTIONS`.
 """
@@ -64,6 +67,21 @@ CONVENTIONS: dict[str, Callable[[int, list[OpRecord]], int]] = {
     "fvcore": fvcore_flops,
     "macs": lambda macs, records: macs,  # papers whose "FLOPs" are conv/linear MACs (DWRSeg Table 1)
 }
+
+
+RELU = {"relu", "relu_", "_prelu_kernel", "prelu"}
+AVG_POOL = {"avg_pool2d"}
+
+
+def ptflops_flops(macs: int, records: list[OpRecord]) -> int:
+    """ptflops' count (FASSD-Net's GFLOPs, which are MACs): conv MACs + conv bias + 2 x BN +
+    ReLU/PReLU outputs + average-pool inputs."""
+    conv_bias = sum(r.out_numel for r in records if r.op == "convolution" and r.has_bias)
+    return (macs + conv_bias + _count(records, BATCH_NORM, factor=2) + _count(records, RELU)
+            + _count(records, AVG_POOL, field="in_numel"))
+
+
+CONVENTIONS["ptflops"] = ptflops_flops
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,6 +1,7 @@
 """Model families, each registering its named variants on import."""
 from . import regseg  # noqa: F401  (registers regseg, regseg_large)
 from . import dwrseg  # noqa: F401  (registers dwrseg_base, dwrseg_large)
+from . import fassdnet  # noqa: F401  (registers fassdnet, fassdnet_l1, fassdnet_l2)
 from .base import FovStep, ModelCard, SegmentationModel, split_outputs
 from .registry import create_model, get_entry, list_models, register_model
 
