@@ -97,3 +97,20 @@ def test_request_round_trip(toy):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(ValueError, match="percent"):
         ClassUniformSampler(toy, percent=1.5)
+
+
+def test_class_presence_disk_cache(tmp_path, monkeypatch):
+    import atrous.data.sampler as sampler_module
+
+    first = build_dataset(TOY, "train", train=True).class_presence(progress=False, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("class_presence-toy-*.npz"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed despite the cache")
+
+    monkeypatch.setattr(sampler_module, "compute_class_presence", fail)
+    again = build_dataset(TOY, "train", train=True).class_presence(progress=False, cache_dir=tmp_path)
+    assert np.array_equal(first.counts, again.counts)
+    assert all(np.array_equal(a, b) for a, b in zip(first.centers, again.centers))
+    with pytest.raises(AssertionError, match="recomputed"):  # other data, other key
+        build_dataset({**TOY, "seed": 9}, "train", train=True).class_presence(progress=False, cache_dir=tmp_path)

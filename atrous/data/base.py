@@ -8,8 +8,10 @@ lookup table from the values stored in its masks to train ids (``0..C-1`` or 255
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -180,14 +182,32 @@ class SegmentationDataset(Dataset):
         return self.transform(image, mask, rng=rng, center=request.center)
 
     # ------------------------------------------------------------------ class-uniform sampling
-    def class_presence(self, tile_size: int = 1024, progress: bool = True):
+    def class_presence(self, tile_size: int = 1024, progress: bool = True, cache_dir=None):
         """Per-image class pixel counts and per-class crop centres, computed once and cached on
-        the dataset. See :func:`atrous.data.sampler.compute_class_presence`."""
-        if self._presence is None or self._presence.tile_size != tile_size:
-            from .sampler import compute_class_presence
+        the dataset, and in ``cache_dir`` when given (keyed by the files, their sizes and times,
+        so a changed mask is re-read). See :func:`atrous.data.sampler.compute_class_presence`."""
+        if self._presence is not None and self._presence.tile_size == tile_size:
+            return self._presence
+        from .sampler import compute_class_presence, load_presence, save_presence
 
+        path = None
+        if cache_dir is not None:
+            path = Path(cache_dir) / f"class_presence-{self.name}-{self._fingerprint(tile_size)}.npz"
+            self._presence = load_presence(path)
+        if self._presence is None:
             self._presence = compute_class_presence(self, tile_size=tile_size, progress=progress)
+            if path is not None:
+                save_presence(self._presence, path)
         return self._presence
+
+    def _fingerprint(self, tile_size: int) -> str:
+        digest = hashlib.sha1(f"{type(self).__name__}|{self.classes}|{tile_size}|{self.split}".encode())
+        for image_path, mask_path in self.files:
+            stat = os.stat(mask_path)
+            digest.update(f"|{image_path}|{mask_path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        if not self.files:
+            digest.update(repr(self).encode())
+        return digest.hexdigest()[:16]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, samples={len(self)}, "

@@ -31,6 +31,7 @@ import numpy as np
 from torch.utils.data import Sampler
 from tqdm import tqdm
 
+from ..utils import atomic_path
 from .base import SampleRequest
 
 
@@ -52,7 +53,8 @@ class ClassPresence:
 
 
 def image_centers(mask: np.ndarray, num_classes: int, tile_size: int):
-    """{class: [(y, x), ...]}: per tile, the class pixel nearest to the class centroid."""
+    """{class: [(y, x), ...]}: per tile, the class pixel nearest to the class centroid (ties go to
+    the first in raster order)."""
     out: dict[int, list[tuple[int, int]]] = {}
     h, w = mask.shape
     for ty in range(0, h, tile_size):
@@ -84,16 +86,37 @@ def compute_class_presence(dataset, tile_size: int = 1024, progress: bool = True
     return ClassPresence(counts, arrays, tile_size)
 
 
+def save_presence(presence: ClassPresence, path) -> None:
+    """Write ``presence`` to an .npz file atomically."""
+    arrays = {"counts": presence.counts, "tile_size": np.array(presence.tile_size)}
+    arrays.update({f"centers_{c}": pts for c, pts in enumerate(presence.centers)})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+def load_presence(path) -> ClassPresence | None:
+    """The cached presence at ``path``, or None when absent or unreadable."""
+    try:
+        with np.load(path) as data:
+            counts = data["counts"]
+            centers = tuple(data[f"centers_{c}"] for c in range(counts.shape[1]))
+            return ClassPresence(counts, centers, int(data["tile_size"]))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 class ClassUniformSampler(Sampler):
     """Yields :class:`SampleRequest` s; see the module docstring for the design.
 
     ``percent``: share of class-uniform samples (RegSeg: 0.5). ``num_samples``: samples per epoch
     over all processes (default ``len(dataset)``). ``num_replicas``/``rank``: sharding.
+    ``tile_size``/``cache_dir``: passed to ``dataset.class_presence``.
     """
 
     def __init__(self, dataset, percent: float = 0.5, num_samples: int | None = None, seed: int = 0,
                  shuffle: bool = True, num_replicas: int = 1, rank: int = 0, tile_size: int = 1024,
-                 progress: bool = True):
+                 progress: bool = True, cache_dir=None):
         if not 0.0 <= float(percent) <= 1.0:
             raise ValueError(f"class-uniform percent={percent}: expected a value in [0, 1]")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
@@ -110,7 +133,7 @@ class ClassUniformSampler(Sampler):
         self.present_classes: list[int] = []
         self.absent_classes: list[int] = []
         if self.percent > 0:
-            presence = dataset.class_presence(tile_size=tile_size, progress=progress)
+            presence = dataset.class_presence(tile_size=tile_size, progress=progress, cache_dir=cache_dir)
             self.centers = tuple(presence.centers[c] for c in presence.present_classes)
             self.present_classes = presence.present_classes
             self.absent_classes = [c for c in range(dataset.num_classes) if c not in self.present_classes]
