@@ -156,6 +156,11 @@ def test_folder_flat_with_split_list(tmp_path):
     assert [f[0][-5:] for f in FolderDataset(tmp_path, "val").files] == ["a.png", "c.png"]
     assert len(FolderDataset(tmp_path, "all")) == 3
     assert len(FolderDataset(tmp_path, "all").palette) == 2
+    grey = np.repeat(np.array([[0, 1], [1, 255]], np.uint8)[..., None], 3, axis=2)
+    save_image(tmp_path / "images" / "d.png", size=(2, 2))
+    Image.fromarray(grey).save(tmp_path / "masks" / "d.png")  # an index mask saved as grey RGB
+    (tmp_path / "test.txt").write_text("d\n")
+    assert FolderDataset(tmp_path, "test").load(0)[1].tolist() == [[0, 1], [1, 255]]
 
 
 # --------------------------------------------------------------------------- bad data

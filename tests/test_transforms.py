@@ -142,3 +142,14 @@ def test_nearest_mask_resize_keeps_ids():
     mask = np.arange(12).reshape(3, 4)
     assert resize_mask_nearest(mask, 6, 8)[::2, ::2].tolist() == mask.tolist()
     assert set(np.unique(resize_mask_nearest(mask, 5, 7))) <= set(range(12))
+
+
+def test_bad_transform_values_are_named():
+    with pytest.raises(ValueError, match="'hflip'"):
+        build_transforms({"hflip": True}, train=True)  # a probability, not a switch
+    with pytest.raises(ValueError, match="'crop'"):
+        build_transforms({"crop": 512}, train=True)
+    with pytest.raises(ValueError, match="color_jitter.brightness"):
+        build_transforms({"color_jitter": {"brightness": -0.2}}, train=True)
+    with pytest.raises(ValueError, match="scale"):
+        build_transforms({"scale": [2.0, 0.5]}, train=True)

@@ -47,7 +47,7 @@ def read_image(path) -> Image.Image:
             return im.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: image file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from None
 
 
@@ -61,12 +61,14 @@ def read_mask(path) -> np.ndarray:
             return np.asarray(im)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: unreadable or truncated mask ({err})") from None
 
 
 def decode_with_lut(raw: np.ndarray, table: np.ndarray, path, num_classes: int) -> np.ndarray:
     """Map stored values through ``table`` (-1 = invalid) and reject any invalid value."""
+    if raw.ndim == 3 and (raw == raw[..., :1]).all():
+        raw = raw[..., 0]  # an index mask saved as grey RGB
     if raw.ndim != 2:
         raise DataError(f"{path}: expected a single-channel index mask, got shape {raw.shape}")
     raw = raw.astype(np.int64, copy=False)

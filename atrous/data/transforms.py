@@ -129,7 +129,7 @@ class RandomCrop:
 
 class HorizontalFlip:
     def __init__(self, prob: float):
-        if not 0.0 <= float(prob) <= 1.0:
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= float(prob) <= 1.0:
             raise ValueError(f"transform key 'hflip': expected a probability in [0, 1], got {prob!r}")
         self.prob = float(prob)
 
@@ -149,6 +149,8 @@ class ColorJitter:
         self.ranges = {}
         for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             lo, hi = _pair(value, f"color_jitter.{name}")
+            if lo < 0:
+                raise ValueError(f"transform key 'color_jitter.{name}': expected values >= 0, got {value!r}")
             if isinstance(value, (int, float)):
                 lo, hi = max(0.0, 1.0 - value), 1.0 + value
             if (lo, hi) != (1.0, 1.0):
@@ -270,7 +272,7 @@ def build_transforms(cfg: dict | None, train: bool) -> SegTransform:
         steps.append(_scale_from(cfg["scale"]))
     if cfg.get("crop") is not None:
         steps.append(RandomCrop(cfg["crop"], fill))
-    if cfg.get("hflip"):
+    if cfg.get("hflip") is not None:
         steps.append(HorizontalFlip(cfg["hflip"]))
     if cfg.get("randaug") is not None:
         steps.append(_RandAugStep(RandAugment(fill=fill, **_kwargs(cfg["randaug"], "randaug",
