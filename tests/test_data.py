@@ -70,3 +70,16 @@ def test_real_camvid_class_uniform_crops_show_the_class():
         assert x.shape == (3, 128, 128)
         # the crop holds the class even after RandAug's rotation (<= 6 degrees here)
         assert (y == request.class_id).any(), request
+
+
+def test_toy_class_is_shown_only_at_the_bottom():
+    spec = {"dataset": "toy", "size": [40, 96], "widths": [3, 6], "count": 2, "num_classes": 5,
+            "cue": 5, "noise": 0, "seed": 0}
+    ds = build_dataset(spec, "train", train=False)
+    image, mask = ds.load(0)
+    rgb = np.asarray(image)
+    body, cue = rgb[:35][mask[:35] > 0], rgb[35:][mask[35:] > 0]
+    assert (body == 160).all()  # every rectangle looks the same above its cue
+    colours = np.asarray(ds.palette)[mask[35:][mask[35:] > 0]]
+    assert np.array_equal(cue, colours)  # the cue shows the class colour
+    assert len(np.unique(mask[mask > 0])) > 1 and (mask == 0).any()

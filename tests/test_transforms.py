@@ -153,3 +153,22 @@ def test_bad_transform_values_are_named():
         build_transforms({"color_jitter": {"brightness": -0.2}}, train=True)
     with pytest.raises(ValueError, match="scale"):
         build_transforms({"scale": [2.0, 0.5]}, train=True)
+
+
+def test_randaug_magnitudes_follow_regseg():
+    """m = 0.2: brightness factor 1 +- 0.18, rotation +-6 degrees (RegSeg augment.py ranges)."""
+    from atrous.data.randaug import apply_op
+
+    flat = Image.fromarray(np.full((8, 8, 3), 100, np.uint8))
+    seen = set()
+    for seed in range(8):
+        out, _ = apply_op("brightness", flat, None, 0.2, np.random.default_rng(seed), (0, 0, 0), 255)
+        seen.add(int(np.asarray(out)[0, 0, 0]))
+    assert len(seen) == 2 and abs(min(seen) - 82) <= 1 and abs(max(seen) - 118) <= 1  # PIL truncates
+    bar = np.zeros((41, 41), np.int64)
+    bar[20, :] = 1  # a horizontal line through the centre
+    _, rotated = apply_op("rotate", Image.new("RGB", (41, 41)), bar, 0.2, np.random.default_rng(0),
+                          (0, 0, 0), 255)
+    ys, xs = np.nonzero(rotated == 1)
+    slope = np.degrees(np.arctan(np.polyfit(xs, ys, 1)[0]))
+    assert abs(abs(slope) - 6.0) < 1.0
