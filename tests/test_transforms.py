@@ -172,3 +172,16 @@ def test_randaug_magnitudes_follow_regseg():
     ys, xs = np.nonzero(rotated == 1)
     slope = np.degrees(np.arctan(np.polyfit(xs, ys, 1)[0]))
     assert abs(abs(slope) - 6.0) < 1.0
+
+
+def test_preview_grid_draws_image_and_mask(tmp_path):
+    from atrous.data import build_dataset
+    from atrous.data.preview import save_preview
+
+    ds = build_dataset({"dataset": "toy", "size": 32, "widths": [4], "count": 3,
+                        "transforms": {"train": {"crop": [32, 32]}}}, "train", train=True)
+    save_preview(ds, [0, 1, 2], tmp_path / "p.png", columns=2)
+    grid = np.asarray(Image.open(tmp_path / "p.png"))
+    assert grid.shape == (32 * 2 + 4, (32 * 2 + 4) * 2 + 4, 3)
+    image, mask = ds.load(0)
+    assert np.abs(grid[:32, :32].astype(int) - np.asarray(image).astype(int)).max() <= 1
