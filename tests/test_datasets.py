@@ -229,3 +229,13 @@ def test_empty_split_names_the_folder(tmp_path):
     with warnings.catch_warnings(), pytest.raises(DataError, match="empty after skipping 1"):
         warnings.simplefilter("ignore")
         FolderDataset(tmp_path / "f", "train", skip_bad=True)
+
+
+def test_sixteen_bit_masks(tmp_path):
+    images, masks = folder_tree(tmp_path, n=1)
+    Image.fromarray(np.resize(np.array([0, 2, 255], np.uint16), (H, W))).save(masks / "s0.png")
+    ds = FolderDataset(tmp_path, "train")
+    assert ds.load(0)[1].ravel()[:3].tolist() == [0, 2, 255]
+    Image.fromarray(np.resize(np.array([0, 300], np.uint16), (H, W))).save(masks / "s0.png")
+    with pytest.raises(DataError, match=r"s0\.png: mask values \[300\]"):
+        ds.load(0)

@@ -71,10 +71,14 @@ def decode_with_lut(raw: np.ndarray, table: np.ndarray, path, num_classes: int) 
         raw = raw[..., 0]  # an index mask saved as grey RGB
     if raw.ndim != 2:
         raise DataError(f"{path}: expected a single-channel index mask, got shape {raw.shape}")
-    raw = raw.astype(np.int64, copy=False)
-    bad = (raw < 0) | (raw >= len(table))
-    mask = table[np.where(bad, 0, raw)]
-    bad |= mask < 0
+    if raw.dtype == np.uint8 and len(table) >= 256:
+        mask = table[raw]  # every uint8 value indexes the table: only the mapping can be invalid
+        bad = mask < 0
+    else:
+        raw = raw.astype(np.int64, copy=False)
+        bad = (raw < 0) | (raw >= len(table))
+        mask = table[np.where(bad, 0, raw)]
+        bad |= mask < 0
     if bad.any():
         values = np.unique(raw[bad])[:10].tolist()
         raise DataError(f"{path}: mask values {values} are neither a class (0..{num_classes - 1} "
