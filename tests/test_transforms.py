@@ -185,3 +185,21 @@ def test_preview_grid_draws_image_and_mask(tmp_path):
     assert grid.shape == (32 * 2 + 4, (32 * 2 + 4) * 2 + 4, 3)
     image, mask = ds.load(0)
     assert np.abs(grid[:32, :32].astype(int) - np.asarray(image).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("cfg", [{"factor": [1.2, 2.0]}, {"factor": [0.3, 0.6]}, {"shorter_side": [40, 120]}])
+def test_scale_then_crop_equals_the_two_steps(cfg):
+    from atrous.data.transforms import RandomCrop, RandomScale, ScaleThenCrop
+
+    _, mask = blocks(h=48, w=64, block=4, seed=3)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    scale, crop = RandomScale(**cfg), RandomCrop([40, 56], fill=(1, 2, 3))
+    for seed in range(5):
+        for center in (None, (30, 9)):
+            rng = np.random.default_rng(seed)
+            step_img, step_mask, step_c = scale(image, mask, rng, center)
+            a_img, a_mask, a_c = crop(step_img, step_mask, rng, step_c)
+            b_img, b_mask, b_c = ScaleThenCrop(scale, crop)(image, mask, np.random.default_rng(seed), center)
+            assert np.array_equal(a_mask, b_mask) and a_c == b_c
+            diff = np.abs(np.asarray(a_img).astype(int) - np.asarray(b_img).astype(int))
+            assert diff.max() <= 2
