@@ -97,6 +97,8 @@ def test_camvid_original_rgb_labels(tmp_path):
     ds = build_dataset({"dataset": "camvid", "root": str(tmp_path)}, "val", train=False)
     assert ds.layout == "original"
     assert ds.load(0)[1].tolist() == [[3, 3, 9, 255], [0, 2, 10, 8]]
+    Image.fromarray(colours).convert("P", palette=Image.ADAPTIVE).save(tmp_path / "val_labels" / "0016E5_07959_L.png")
+    assert ds.load(0)[1].tolist() == [[3, 3, 9, 255], [0, 2, 10, 8]]  # a palettised label picture
     colours[0, 0] = (1, 2, 3)
     Image.fromarray(colours).save(tmp_path / "val_labels" / "0016E5_07959_L.png")
     with pytest.raises(DataError, match=r"0016E5_07959_L\.png.*\(1, 2, 3\)"):

@@ -51,12 +51,13 @@ def read_image(path) -> Image.Image:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from None
 
 
-def read_mask(path) -> np.ndarray:
-    """The stored mask values: HxW for index masks (L, P, I;16 ...), HxWx3 for RGB label images."""
+def read_mask(path, rgb: bool = False) -> np.ndarray:
+    """The stored mask values: HxW for index masks (L, P, I;16 ...), HxWx3 for RGB label images
+    (and for any mask when ``rgb``, e.g. a palettised colour label picture)."""
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("RGB", "RGBA"):
+            if rgb or im.mode in ("RGB", "RGBA"):
                 return np.asarray(im.convert("RGB"))
             return np.asarray(im)
     except FileNotFoundError:
@@ -106,6 +107,7 @@ class SegmentationDataset(Dataset):
 
     ignore_index = IGNORE_INDEX
     mask_table: np.ndarray | None = None
+    rgb_masks = False  # masks are colour pictures (read as RGB whatever their PNG mode)
 
     def __init__(self, classes, palette=None, transform=None, name: str = "dataset",
                  split: str = "", skip_bad: bool = False):
@@ -168,7 +170,7 @@ class SegmentationDataset(Dataset):
         """``(PIL RGB image, int64 HxW mask of train ids)`` before any transform, checked."""
         image_path, mask_path = self.files[index]
         image = read_image(image_path)
-        raw = read_mask(mask_path)
+        raw = read_mask(mask_path, self.rgb_masks)
         if raw.shape[:2] != (image.height, image.width):
             raise DataError(f"{mask_path}: mask is {raw.shape[1]}x{raw.shape[0]} (WxH) but image "
                             f"{image_path} is {image.width}x{image.height}")
@@ -177,7 +179,7 @@ class SegmentationDataset(Dataset):
     def load_mask(self, index: int) -> np.ndarray:
         """The int64 train-id mask of sample ``index`` alone (for class statistics)."""
         mask_path = self.files[index][1]
-        return self.decode_mask(read_mask(mask_path), mask_path)
+        return self.decode_mask(read_mask(mask_path, self.rgb_masks), mask_path)
 
     def __getitem__(self, item):
         request = item if isinstance(item, SampleRequest) else SampleRequest(int(item))
