@@ -59,11 +59,19 @@ def test_scale_crop_flip_keep_image_and_mask_aligned():
         assert agreement(x, torch.roll(y, 3, 1))[0] < 0.98  # a 3-pixel shift is caught
 
 
-def test_crop_pads_with_ignore_and_mean():
+def test_crop_pads_with_ignore_and_mean_at_a_random_place():
     image, mask = blocks(h=16, w=16)
-    x, y = run({"crop": [24, 32]}, image, mask, 0)
-    assert (y[16:] == 255).all() and (y[:, 16:] == 255).all() and (y[:16, :16] != 255).all()
-    assert x[:, 16:, 16:].abs().max() < 0.02  # mean colour -> ~0 after normalisation
+    corners = set()
+    for seed in range(8):
+        x, y = run({"crop": [24, 32]}, image, mask, seed)
+        rows, cols = np.nonzero(y.numpy() != 255)
+        top, left = rows.min(), cols.min()
+        corners.add((int(top), int(left)))
+        assert len(rows) == 256 and rows.max() - top == 15 and cols.max() - left == 15
+        assert torch.equal(y[top:top + 16, left:left + 16], torch.from_numpy(mask))
+        padded = torch.from_numpy(y.numpy() == 255)
+        assert x[:, padded].abs().max() < 0.02  # mean colour -> ~0 after normalisation
+    assert len(corners) > 1
 
 
 def test_shorter_side_scale_and_eval_resize():

@@ -11,8 +11,9 @@ Keys (applied in this order, each optional):
                   uniformly) or ``{factor: [lo, hi]}`` (DSNet [0.4, 1.6], DWRSeg [0.25, 1.5]); add
                   ``sampling: log_uniform`` to draw in log space. A bare ``[lo, hi]`` means a
                   shorter side when both are >= 16 and a factor otherwise.
-``crop``          ``[h, w]``: random crop; smaller images are padded at the bottom/right with the
-                  mean colour and ignore. With a class-uniform ``center`` the crop contains it.
+``crop``          ``[h, w]``: random crop; a side shorter than the crop is padded at a random
+                  place with the mean colour and ignore (as the official RegSeg code). With a
+                  class-uniform ``center`` the crop contains it.
 ``hflip``         probability of a horizontal flip.
 ``randaug``       ``{num_ops: 2, magnitude: 0.2, ops: [...]}``, RegSeg's reduced RandAugment.
 ``color_jitter``  ``{brightness, contrast, saturation, hue, prob}`` (DWRSeg's colour jittering),
@@ -99,9 +100,33 @@ class RandomScale:
         return image.resize((nw, nh), Image.BILINEAR), resize_mask_nearest(mask, nh, nw), center
 
 
+def window_start(length: int, size: int, rng, c=None) -> int:
+    """Start of a random window of ``size`` along an axis of ``length``. A longer axis gives a window
+    inside it; a shorter one a window around it, i.e. padding at a random place (as the official
+    RegSeg code pads). With ``c`` the window contains position ``c``."""
+    lo, hi = min(0, length - size), max(0, length - size)
+    if c is not None:
+        lo, hi = max(lo, c - size + 1), min(hi, c)
+    return int(rng.integers(lo, hi + 1))
+
+
+def paste_window(image, mask, y0, x0, height, width, fill, ignore_index):
+    """The ``height x width`` window at ``(y0, x0)`` of (image, mask); outside them: fill / ignore."""
+    w, h = image.size
+    if 0 <= y0 and 0 <= x0 and y0 + height <= h and x0 + width <= w:
+        return image.crop((x0, y0, x0 + width, y0 + height)), mask[y0:y0 + height, x0:x0 + width]
+    canvas = Image.new("RGB", (width, height), fill)
+    out = np.full((height, width), ignore_index, dtype=mask.dtype)
+    ya, yb, xa, xb = max(y0, 0), min(y0 + height, h), max(x0, 0), min(x0 + width, w)
+    canvas.paste(image.crop((xa, ya, xb, yb)), (xa - x0, ya - y0))
+    out[ya - y0:yb - y0, xa - x0:xb - x0] = mask[ya:yb, xa:xb]
+    return canvas, out
+
+
 class RandomCrop:
-    """Random ``[h, w]`` crop; pads smaller images (mean colour / ignore) at the bottom/right. With a
-    class-uniform ``center`` the window is drawn among those that contain it."""
+    """Random ``[h, w]`` crop; along a side shorter than the crop the image is padded (mean colour,
+    ignore) at a random place, as the official code does. With a class-uniform ``center`` the
+    window is drawn among those that contain it."""
 
     def __init__(self, size, fill, ignore_index=IGNORE_INDEX):
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(int(s) > 0 for s in size)):
@@ -109,37 +134,24 @@ class RandomCrop:
         self.height, self.width = int(size[0]), int(size[1])
         self.fill, self.ignore_index = tuple(int(v) for v in fill), ignore_index
 
-    def __call__(self, image, mask, rng, center):
-        w, h = image.size
-        ph, pw = max(self.height - h, 0), max(self.width - w, 0)
-        if ph or pw:
-            padded = Image.new("RGB", (w + pw, h + ph), self.fill)
-            padded.paste(image, (0, 0))
-            image = padded
-            mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=self.ignore_index)
-            h, w = h + ph, w + pw
-        y0, x0 = self._offset(h, self.height, rng, None if center is None else center[0]), \
-            self._offset(w, self.width, rng, None if center is None else center[1])
-        image = image.crop((x0, y0, x0 + self.width, y0 + self.height))
-        mask = mask[y0:y0 + self.height, x0:x0 + self.width]
-        if center is not None:
-            center = (center[0] - y0, center[1] - x0)
-        return image, mask, center
+    def place(self, height: int, width: int, rng, center):
+        """The window's top-left corner (may be negative: padding)."""
+        y0 = window_start(height, self.height, rng, None if center is None else center[0])
+        x0 = window_start(width, self.width, rng, None if center is None else center[1])
+        return y0, x0
 
-    @staticmethod
-    def _offset(length, size, rng, c):
-        if c is None:
-            return int(rng.integers(0, length - size + 1))
-        lo, hi = max(0, c - size + 1), min(c, length - size)
-        return int(rng.integers(lo, hi + 1)) if lo <= hi else int(rng.integers(0, length - size + 1))
+    def __call__(self, image, mask, rng, center):
+        y0, x0 = self.place(image.height, image.width, rng, center)
+        image, mask = paste_window(image, mask, y0, x0, self.height, self.width, self.fill, self.ignore_index)
+        return image, mask, None if center is None else (center[0] - y0, center[1] - x0)
 
 
 class ScaleThenCrop:
     """``scale`` followed by ``crop``, computed on the crop window only: the image is resampled only
     where the crop lands (PIL resize with a source box) and the mask indexed only there. The random
     draws and the mask are those of the two steps in turn; the image differs by PIL's rounding
-    (at most 2 grey levels). At RegSeg's Cityscapes setting (2048x1024 scaled up to 3200x1600,
-    1024x1024 crop) this resamples a third of the pixels or less."""
+    (at most 2 grey levels). At RegSeg's Cityscapes setting it resamples the 1024x1024 window
+    instead of frames of up to 3200x1600."""
 
     def __init__(self, scale: RandomScale, crop: RandomCrop):
         self.scale, self.crop = scale, crop
@@ -147,24 +159,19 @@ class ScaleThenCrop:
     def __call__(self, image, mask, rng, center):
         w, h = image.size
         nw, nh, center = self.scale.plan(w, h, rng, center)
-        ch, cw = self.crop.height, self.crop.width
-        y0 = RandomCrop._offset(max(nh, ch), ch, rng, None if center is None else center[0])
-        x0 = RandomCrop._offset(max(nw, cw), cw, rng, None if center is None else center[1])
-        y1, x1 = min(y0 + ch, nh), min(x0 + cw, nw)  # the part of the window inside the image
-        box = (x0 * w / nw, y0 * h / nh, x1 * w / nw, y1 * h / nh)
-        part = image.resize((x1 - x0, y1 - y0), Image.BILINEAR, box=box)
-        rows, cols = nearest_indices(nh, h, y0, y1), nearest_indices(nw, w, x0, x1)
-        if (y1 - y0, x1 - x0) != (ch, cw):
-            canvas = Image.new("RGB", (cw, ch), self.crop.fill)
-            canvas.paste(part, (0, 0))
-            out_mask = np.full((ch, cw), self.crop.ignore_index, dtype=mask.dtype)
-            out_mask[: y1 - y0, : x1 - x0] = mask[rows[:, None], cols[None, :]]
-            part = canvas
-        else:
-            out_mask = mask[rows[:, None], cols[None, :]]
-        if center is not None:
-            center = (center[0] - y0, center[1] - x0)
-        return part, out_mask, center
+        crop = self.crop
+        y0, x0 = crop.place(nh, nw, rng, center)
+        ya, yb = max(y0, 0), min(y0 + crop.height, nh)  # the window's part inside the scaled image
+        xa, xb = max(x0, 0), min(x0 + crop.width, nw)
+        part = image.resize((xb - xa, yb - ya), Image.BILINEAR, box=(xa * w / nw, ya * h / nh, xb * w / nw, yb * h / nh))
+        part_mask = mask[nearest_indices(nh, h, ya, yb)[:, None], nearest_indices(nw, w, xa, xb)[None, :]]
+        if (yb - ya, xb - xa) != (crop.height, crop.width):
+            canvas = Image.new("RGB", (crop.width, crop.height), crop.fill)
+            canvas.paste(part, (xa - x0, ya - y0))
+            out = np.full((crop.height, crop.width), crop.ignore_index, dtype=mask.dtype)
+            out[ya - y0:yb - y0, xa - x0:xb - x0] = part_mask
+            part, part_mask = canvas, out
+        return part, part_mask, None if center is None else (center[0] - y0, center[1] - x0)
 
 
 class HorizontalFlip:
@@ -306,7 +313,7 @@ def build_transforms(cfg: dict | None, train: bool) -> SegTransform:
     mean, std = tuple(norm.get("mean", IMAGENET_MEAN)), tuple(norm.get("std", IMAGENET_STD))
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"transform key 'normalize': expected 3 means and 3 positive stds, got {norm}")
-    fill = tuple(int(round(255 * m)) for m in mean)
+    fill = tuple(int(255 * m) for m in mean)  # as the official code: (123, 116, 103) for ImageNet
     steps = []
     scale = _scale_from(cfg["scale"]) if cfg.get("scale") is not None else None
     crop = RandomCrop(cfg["crop"], fill) if cfg.get("crop") is not None else None
