@@ -114,3 +114,20 @@ def test_class_presence_disk_cache(tmp_path, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(first.centers, again.centers))
     with pytest.raises(AssertionError, match="recomputed"):  # other data, other key
         build_dataset({**TOY, "seed": 9}, "train", train=True).class_presence(progress=False, cache_dir=tmp_path)
+
+
+def test_image_centers_are_class_pixels_even_for_tiny_objects():
+    from atrous.data.sampler import image_centers
+
+    mask = np.zeros((50, 70), np.int64)
+    mask[:, 40:] = 1
+    mask[:, 20:24] = 2  # a thin pole
+    mask[0, 10:14] = 1  # a second part of class 1, far away
+    mask[33, 33] = 3  # one pixel, off the 4-pixel grid
+    mask[10, 10] = 255
+    centers = image_centers(mask, 5, tile_size=32)
+    for c, points in centers.items():
+        assert all(mask[y, x] == c for y, x in points), c
+    assert sorted(centers) == [0, 1, 2, 3] and len(centers[3]) == 1
+    # one centre per tile where the class occurs: class 0 lies in 4 of the 6 tiles of 32x32
+    assert len(centers[0]) == 4 and len(image_centers(mask, 5, tile_size=1024)[0]) == 1

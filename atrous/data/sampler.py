@@ -5,8 +5,9 @@ Design
 * ``dataset.class_presence()`` reads every mask once and records, per image, the pixel count of
   each class and, per class, crop centres: the image is cut into ``tile_size`` tiles (the last
   ones partial, so images smaller than a tile still count) and in each tile where the class occurs
-  the class pixel nearest to its centroid is kept. (The official code keeps the centroid itself,
-  which can fall outside a class split in two, and skips images smaller than a tile.)
+  a class pixel near its centroid is kept (the nearest on a 4-pixel grid, see image_centers).
+  (The official code keeps the centroid itself, which can fall outside a class split in two, and
+  skips images smaller than a tile.)
 * ``ClassUniformSampler`` builds each epoch's list of :class:`SampleRequest` from
   ``(seed, epoch)`` only: ``percent`` of the samples are class-uniform (the classes present in the
   data share them equally, each taking random centres of its own, reused when it has few), the
@@ -52,20 +53,34 @@ class ClassPresence:
         return np.flatnonzero(self.counts[:, class_id] > 0)
 
 
-def image_centers(mask: np.ndarray, num_classes: int, tile_size: int):
-    """{class: [(y, x), ...]}: per tile, the class pixel nearest to the class centroid (ties go to
-    the first in raster order)."""
+def _nearest_to_centroid(ys: np.ndarray, xs: np.ndarray) -> int:
+    """Index of the point nearest to the points' centroid (the first in raster order on ties)."""
+    return int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+
+
+def image_centers(mask: np.ndarray, num_classes: int, tile_size: int, stride: int = 4):
+    """{class: [(y, x), ...]}: per tile, a pixel of each class present near the class centroid.
+
+    The search runs on every ``stride``-th row and column (16x fewer pixels at 4, which makes a
+    Cityscapes mask take tens of milliseconds); a class present in the tile but too small to be
+    hit by that grid is searched at full resolution. The point returned is always a pixel of
+    its class."""
     out: dict[int, list[tuple[int, int]]] = {}
     h, w = mask.shape
     for ty in range(0, h, tile_size):
         for tx in range(0, w, tile_size):
             patch = mask[ty:ty + tile_size, tx:tx + tile_size]
-            for c in np.unique(patch).tolist():
-                if not 0 <= c < num_classes:
-                    continue
-                ys, xs = np.nonzero(patch == c)
-                k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
-                out.setdefault(c, []).append((ty + int(ys[k]), tx + int(xs[k])))
+            labelled = patch[(patch >= 0) & (patch < num_classes)]
+            present = np.flatnonzero(np.bincount(labelled.ravel(), minlength=num_classes)).tolist()
+            grid = patch[::stride, ::stride]
+            for c in present:
+                ys, xs = np.nonzero(grid == c)
+                step = stride
+                if ys.size == 0:
+                    ys, xs = np.nonzero(patch == c)
+                    step = 1
+                k = _nearest_to_centroid(ys, xs)
+                out.setdefault(c, []).append((ty + step * int(ys[k]), tx + step * int(xs[k])))
     return out
 
 
