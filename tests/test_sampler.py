@@ -131,3 +131,12 @@ def test_image_centers_are_class_pixels_even_for_tiny_objects():
     assert sorted(centers) == [0, 1, 2, 3] and len(centers[3]) == 1
     # one centre per tile where the class occurs: class 0 lies in 4 of the 6 tiles of 32x32
     assert len(centers[0]) == 4 and len(image_centers(mask, 5, tile_size=1024)[0]) == 1
+
+
+def test_class_presence_does_not_depend_on_threads(toy):
+    from atrous.data.sampler import compute_class_presence
+
+    a = compute_class_presence(toy, progress=False, workers=1, tile_size=8)
+    b = compute_class_presence(toy, progress=False, workers=3, tile_size=8)
+    assert np.array_equal(a.counts, b.counts) and a.counts.sum() == 12 * 32 * 32
+    assert all(np.array_equal(x, y) for x, y in zip(a.centers, b.centers))

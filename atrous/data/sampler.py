@@ -25,7 +25,9 @@ Design
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,19 +86,31 @@ def image_centers(mask: np.ndarray, num_classes: int, tile_size: int, stride: in
     return out
 
 
-def compute_class_presence(dataset, tile_size: int = 1024, progress: bool = True) -> ClassPresence:
-    """Read every mask of ``dataset`` once (``dataset.load_mask``) and collect its classes."""
+def compute_class_presence(dataset, tile_size: int = 1024, progress: bool = True,
+                           workers: int | None = None) -> ClassPresence:
+    """Read every mask of ``dataset`` once (``dataset.load_mask``) and collect its classes, in
+    ``workers`` threads (default: up to 8 CPUs; decoding and numpy release the GIL). The result
+    does not depend on the number of threads."""
     if tile_size < 1:
         raise ValueError(f"class presence tile_size={tile_size}: expected >= 1")
     n, num_classes = len(dataset), dataset.num_classes
-    counts = np.zeros((n, num_classes), dtype=np.int64)
-    centers: list[list[tuple[int, int, int]]] = [[] for _ in range(num_classes)]
-    for i in tqdm(range(n), desc=f"class presence ({dataset.name})", disable=not progress, leave=False):
+
+    def one(i):
         mask = dataset.load_mask(i)
         valid = mask[(mask >= 0) & (mask < num_classes)]
-        counts[i] = np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
-        for c, points in image_centers(mask, num_classes, tile_size).items():
-            centers[c].extend((i, y, x) for y, x in points)
+        return np.bincount(valid.ravel(), minlength=num_classes)[:num_classes], \
+            image_centers(mask, num_classes, tile_size)
+
+    counts = np.zeros((n, num_classes), dtype=np.int64)
+    centers: list[list[tuple[int, int, int]]] = [[] for _ in range(num_classes)]
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(one, range(n))
+        for i, (count, image_points) in enumerate(tqdm(results, total=n, desc=f"class presence ({dataset.name})",
+                                                        disable=not progress, leave=False)):
+            counts[i] = count
+            for c, points in sorted(image_points.items()):
+                centers[c].extend((i, y, x) for y, x in points)
     arrays = tuple(np.asarray(p, dtype=np.int64).reshape(-1, 3) for p in centers)
     return ClassPresence(counts, arrays, tile_size)
 
