@@ -51,6 +51,7 @@ def test_cityscapes_label_ids_to_train_ids(tmp_path):
     assert mask.ravel()[:6].tolist() == [255, 0, 13, 18, 255, 2]
     assert CITYSCAPES_LABEL_TO_TRAIN[26] == 13
     assert len(Cityscapes(tmp_path, "train+val")) == 6
+    assert Cityscapes(tmp_path, "trainval").files == Cityscapes(tmp_path, "train+val").files
 
 
 def test_cityscapes_prefers_label_train_ids(tmp_path):
