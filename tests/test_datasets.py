@@ -195,10 +195,13 @@ def break_sample(images, masks, how):
     if how == "invalid id":
         save_mask(mask, [0, 1, 7])
         return mask
+    if how == "colour mask":
+        Image.fromarray(np.random.default_rng(0).integers(0, 3, (H, W, 3), dtype=np.uint8)).save(mask)
+        return mask
     raise AssertionError(how)
 
 
-BAD = ["truncated image", "unreadable image", "missing mask", "size mismatch", "invalid id"]
+BAD = ["truncated image", "unreadable image", "missing mask", "size mismatch", "invalid id", "colour mask"]
 
 
 @pytest.mark.parametrize("how", BAD)
