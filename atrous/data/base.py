@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from .classes import IGNORE_INDEX, palette_for
 
@@ -143,13 +145,14 @@ class SegmentationDataset(Dataset):
         self.files = kept
         if self.skip_bad:
             good = []
-            for index, pair in enumerate(self.files):
-                try:
-                    self.load(index)
-                except DataError as err:
-                    self.skipped.append((pair[0], str(err)))
-                else:
-                    good.append(pair)
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                problems = pool.map(self._problem, range(len(self.files)))
+                for pair, problem in zip(self.files, tqdm(problems, total=len(self.files), leave=False,
+                                                          desc=f"checking {self.name} {self.split}")):
+                    if problem:
+                        self.skipped.append((pair[0], problem))
+                    else:
+                        good.append(pair)
             self.files = good
         if self.skipped:
             warnings.warn(f"{self.name} {self.split}: skipped {len(self.skipped)} bad sample(s) of "
@@ -157,6 +160,14 @@ class SegmentationDataset(Dataset):
         if not self.files:
             raise DataError(f"{where}: split {self.split!r} of {self.name} is empty"
                             + (f" after skipping {len(self.skipped)} bad sample(s)" if self.skipped else ""))
+
+    def _problem(self, index: int) -> str | None:
+        """Why sample ``index`` is bad, or None."""
+        try:
+            self.load(index)
+        except DataError as err:
+            return str(err)
+        return None
 
     # ------------------------------------------------------------------ samples
     def __len__(self) -> int:
