@@ -211,3 +211,13 @@ def test_scale_then_crop_equals_the_two_steps(cfg):
             assert np.array_equal(a_mask, b_mask) and a_c == b_c
             diff = np.abs(np.asarray(a_img).astype(int) - np.asarray(b_img).astype(int))
             assert diff.max() <= 2
+
+
+def test_color_jitter_changes_colours_only():
+    image, mask = blocks()
+    cfg = {"color_jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}}
+    x, y = run(cfg, image, mask, 0)
+    plain, _ = run({}, image, mask, 0)
+    assert torch.equal(y, torch.from_numpy(mask)) and not torch.allclose(x, plain)
+    x_off, _ = run({"color_jitter": {"brightness": 0.4, "prob": 0.0}}, image, mask, 0)
+    assert torch.equal(x_off, plain)
