@@ -11,6 +11,11 @@ from atrous.models import get_entry, split_outputs
 PARAMS = {
     "regseg": 3_334_951,
     "regseg_large": 6_131_579,
+    "dsnet": 6_755_539,
+    "dsnet_head128": 6_755_539,
+    "dsnet_head64": 6_551_315,
+    "dsnet_head256": 10_024_278,
+    "dsnet_base": 37_461_395,
 }
 
 MODELS = atrous.list_models()

@@ -6,6 +6,11 @@ FLOPs / 2). The papers count differently, so each convention is a function of th
 
 * ``fvcore`` (RegSeg Table 8): conv MACs + 2 x numel per BatchNorm + 4 x output numel per
   bilinear upsample + input numel per adaptive average pool.
+* ``thop`` (DSNet Table 9, ``thop.profile`` 0.1.1.post2209072238): conv MACs (bias not counted)
+  + 4 x numel per affine BatchNorm + (input + output numel) per adaptive average pool; ReLU,
+  sigmoid, element-wise ops and ``F.interpolate`` count nothing (thop only hooks modules, and
+  the official code upsamples with the functional form). The paper's "GFLOPs" are these ops
+  divided by 2**30.
 
 Family modules may add conventions to :data:`CONVENTIONS`.
 """
@@ -59,7 +64,12 @@ def fvcore_flops(macs: int, records: list[OpRecord]) -> int:
             + _count(records, ADAPTIVE_POOL, field="in_numel"))
 
 
-CONVENTIONS: dict[str, Callable[[int, list[OpRecord]], int]] = {"fvcore": fvcore_flops}
+def thop_ops(macs: int, records: list[OpRecord]) -> int:
+    return (macs + _count(records, BATCH_NORM, factor=4) + _count(records, ADAPTIVE_POOL, field="in_numel")
+            + _count(records, ADAPTIVE_POOL))
+
+
+CONVENTIONS: dict[str, Callable[[int, list[OpRecord]], int]] = {"fvcore": fvcore_flops, "thop": thop_ops}
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,5 +1,6 @@
 """Model families, each registering its named variants on import."""
 from . import regseg  # noqa: F401  (registers regseg, regseg_large)
+from . import dsnet  # noqa: F401  (registers dsnet, dsnet_head64/128/256, dsnet_base)
 from .base import FovStep, ModelCard, SegmentationModel, split_outputs
 from .registry import create_model, get_entry, list_models, register_model
 
