@@ -74,8 +74,8 @@ def test_training_heads_load_and_train(official_dsnet):
     with torch.no_grad():
         assert torch.equal(model(fixture["input"]), plain(fixture["input"]))
     model.train()
-    main, aux = split_outputs(model(torch.randn(2, 3, 64, 96)))
-    assert len(aux) == 2 and all(y.shape == (2, 19, 64, 96) for y in [main, *aux])
+    main, aux = split_outputs(model(torch.randn(2, 3, 32, 64)))
+    assert len(aux) == 2 and all(y.shape == (2, 19, 32, 64) for y in [main, *aux])
     sum(y.square().mean() for y in aux).backward()
     assert model.aux_p.conv.conv.weight.grad.abs().sum() > 0
     assert model.fusion3.pixel.squeeze.conv.weight.grad.abs().sum() > 0
@@ -221,3 +221,36 @@ def test_residual_units_stride_and_odd_size():
     assert BasicBlock(8, 16, stride=2).eval()(torch.randn(1, 8, 33, 17)).shape == (1, 16, 17, 9)
     b = Bottleneck(16, 8, 16, dilation=5).eval()
     assert b.shortcut is None and b(torch.randn(1, 16, 9, 9)).shape == (1, 16, 9, 9)
+
+
+def test_export_forms_of_region_pooling_equal_pytorch():
+    from atrous.nn.msaf import averaging_matrix, nearest_matrix
+
+    torch.manual_seed(0)
+    for h, w in ((13, 16), (5, 11), (90, 160)):
+        x = torch.randn(2, 4, h, w)
+        for g in (4, 8, 16):
+            pooled = torch.nn.functional.adaptive_avg_pool2d(x, g)
+            by_matrix = averaging_matrix(g, h, x) @ x @ averaging_matrix(g, w, x).t()
+            torch.testing.assert_close(by_matrix, pooled, atol=1e-6, rtol=0)
+            up = nearest_matrix(h, pooled) @ pooled @ nearest_matrix(w, pooled, dim=-1).t()
+            assert torch.equal(up, torch.nn.functional.interpolate(pooled, size=(h, w), mode="nearest"))
+
+
+def test_msaf_exports_to_onnx_at_a_size_the_grids_do_not_divide(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import warnings
+
+    torch.manual_seed(0)
+    msaf = MSAF(16).eval()
+    s, c = torch.randn(1, 16, 13, 18), torch.randn(1, 16, 13, 18)
+    path = tmp_path / "msaf.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(msaf, (s, c), str(path), dynamo=False, opset_version=17)
+    session = ort.InferenceSession(str(path))
+    names = [i.name for i in session.get_inputs()]
+    got = session.run(None, {names[0]: s.numpy(), names[1]: c.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), msaf(s, c), atol=1e-5, rtol=1e-5)
