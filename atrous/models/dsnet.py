@@ -38,7 +38,8 @@ class DSNetConfig:
     msaf_regions, msaf_reduction: MSAF's region grids and Gonv reduction.
     aux_heads: build the two auxiliary heads of the official training (``seghead_p`` on the
         first fusion, ``seghead_d`` on the second); training mode then returns
-        ``(logits, aux_p, aux_d)``. Off by default: the eval model of the paper's counts.
+        ``(logits, aux_p, aux_d)``. Off by default: the eval model of the paper's counts. The
+        official loss weighs them ``0.6 * OHEM(main) + 0.2 * CE(aux_p) + 0.2 * CE(aux_d)``.
     """
 
     width: int = 32
@@ -166,7 +167,7 @@ class DSNet(SegmentationModel):
 def _card(reference, params_m, miou, miou_split, dataset, fps, gpu, flops_g=None, resolution=None, notes=""):
     return ModelCard(
         paper="DSNet (Guo et al., 2024)", reference=reference, params_m=params_m, flops_g=flops_g,
-        flops_convention="thop.profile ops / 2**30 (conv MACs + BN/pool module elements)" if flops_g else "",
+        flops_convention="thop.profile ops / 2**30 (conv MACs + 4 x BN numel + adaptive-pool in/out numel)",
         flops_rule="thop", flops_resolution=resolution, miou=miou, miou_split=miou_split, dataset=dataset,
         fps=fps, gpu=gpu, notes=notes)
 
@@ -174,7 +175,7 @@ def _card(reference, params_m, miou, miou_split, dataset, fps, gpu, flops_g=None
 DSNET_CARD = _card("Table 9 (Cityscapes val), Tables 4 and 6", 6.8, 80.4, "Cityscapes val", "cityscapes",
                    81.9, "RTX 4090", flops_g=226.6, resolution=(1024, 2048),
                    notes="official dsnet_head128; 37.6 FPS on an RTX 3090 (Table 9, mmcv rows)")
-HEAD64_CARD = _card("Table 8 (BDD val)", 6.6, 62.8, "BDD val", "bdd", 172.2, "RTX 4090",
+HEAD64_CARD = _card("Table 8 (BDD10K val)", 6.6, 62.8, "BDD10K val", "bdd", 172.2, "RTX 4090",
                     resolution=(720, 1280), notes="official dsnet_head64; FPS at 1280x720")
 HEAD256_CARD = _card("Table 7 (ADE20K val)", None, 40.0, "ADE20K val", "ade20k", 179.2, "RTX 3090",
                      resolution=(512, 512), notes="official dsnet_head256; FPS at 512x512; no params given")
