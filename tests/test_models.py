@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import atrous
+from atrous.analysis import count_params
 from atrous.models import get_entry, split_outputs
 
 # Exact parameter counts (eval model) at the default number of classes.
@@ -16,9 +17,13 @@ PARAMS = {
     "fassdnet": 2_845_351,
     "fassdnet_l1": 2_845_351,
     "fassdnet_l2": 2_289_454,
+    "dsnet": 6_755_539,
+    "dsnet_head64": 6_551_315,
+    "dsnet_head256": 10_024_278,
+    "dsnet_base": 37_461_395,
 }
 
-MODELS = atrous.list_models()
+MODELS = atrous.list_models(aliases=False)  # an alias builds the same model: tested once
 
 
 def test_every_model_has_an_expected_parameter_count():
@@ -27,8 +32,7 @@ def test_every_model_has_an_expected_parameter_count():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_parameter_count(name):
-    model = atrous.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
+    assert count_params(atrous.create_model(name)) == PARAMS[name]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -105,3 +109,9 @@ def test_unknown_override_is_named():
 def test_list_models_is_sorted_and_filters():
     assert MODELS == sorted(MODELS)
     assert atrous.list_models("regseg*") == ["regseg", "regseg_large"]
+
+
+def test_alias_builds_the_same_model():
+    assert "dsnet_head128" in atrous.list_models() and "dsnet_head128" not in MODELS
+    a, b = atrous.create_model("dsnet_head128"), atrous.create_model("dsnet")
+    assert a.config == b.config and get_entry("dsnet_head128") is get_entry("dsnet")

@@ -10,11 +10,16 @@ FLOPs / 2). The papers count differently, so each convention is a function of th
 * ``ptflops`` (FASSD-Net Tables I/IV, ptflops' module hooks): conv MACs + output numel per conv
   with bias + 2 x numel per BatchNorm + output numel per ReLU/PReLU + input numel per average
   pool (functional interpolation and concatenation are not counted).
+* ``thop`` (DSNet Table 9, ``thop.profile`` 0.1.1.post2209072238): conv MACs (bias not counted)
+  + 4 x numel per affine BatchNorm + (input + output numel) per adaptive average pool; ReLU,
+  sigmoid, element-wise ops and ``F.interpolate`` count nothing (thop only hooks modules, and
+  the official code upsamples with the functional form). The paper's "GFLOPs" are these ops
+  divided by 2**30.
 
-Family modules may add conventions to :data:`CONVENTIONS`.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -63,12 +68,6 @@ def fvcore_flops(macs: int, records: list[OpRecord]) -> int:
             + _count(records, ADAPTIVE_POOL, field="in_numel"))
 
 
-CONVENTIONS: dict[str, Callable[[int, list[OpRecord]], int]] = {
-    "fvcore": fvcore_flops,
-    "macs": lambda macs, records: macs,  # papers whose "FLOPs" are conv/linear MACs (DWRSeg Table 1)
-}
-
-
 RELU = {"relu", "relu_", "_prelu_kernel", "prelu"}
 AVG_POOL = {"avg_pool2d"}
 
@@ -81,30 +80,40 @@ def ptflops_flops(macs: int, records: list[OpRecord]) -> int:
             + _count(records, AVG_POOL, field="in_numel"))
 
 
-CONVENTIONS["ptflops"] = ptflops_flops
+def thop_ops(macs: int, records: list[OpRecord]) -> int:
+    """thop's count (DSNet's GFLOPs x 2**30): conv MACs + 4 x BN + adaptive-pool in + out."""
+    return (macs + _count(records, BATCH_NORM, factor=4) + _count(records, ADAPTIVE_POOL, field="in_numel")
+            + _count(records, ADAPTIVE_POOL))
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+CONVENTIONS: dict[str, Callable[[int, list[OpRecord]], int]] = {
+    "macs": lambda macs, records: macs,  # papers whose "FLOPs" are conv/linear MACs (DWRSeg Table 1)
+    "fvcore": fvcore_flops,
+    "ptflops": ptflops_flops,
+    "thop": thop_ops,
+}
+
+
+def count_params(model: nn.Module, training_only: bool = False) -> int:
+    """Parameters of the eval model: those of submodules named in ``model.training_only``
+    (auxiliary heads) count only with ``training_only=True``."""
+    skip = () if training_only else tuple(f"{n}." for n in getattr(model, "training_only", ()))
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith(skip))
 
 
 def complexity(model: nn.Module, input_size=(1024, 2048), batch: int = 1) -> dict:
-    """``params``, ``macs`` (conv + linear multiply-accumulates), ``flops`` (2 x macs) and, for a
-    registered model whose paper counts another way, ``paper_convention`` and ``paper_flops``
-    (in the paper's convention, raw count). Also ``fvcore_flops`` for every model.
-    The model is run once in eval mode on zeros; its train/eval state is restored."""
+    """``params`` (of the eval model), ``macs`` (conv + linear multiply-accumulates), ``flops``
+    (2 x macs), ``fvcore_flops`` and, for a registered model, ``paper_convention`` and
+    ``paper_flops`` (the raw count in the paper's convention). Counting runs one eval forward on
+    a copy of the model on PyTorch's meta device: shapes only, no arithmetic, so even
+    1024x2048 takes about a second; ``model`` itself is not touched."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    was_training = model.training
-    model.eval()
-    param = next(model.parameters())
-    x = torch.zeros(batch, 3, h, w, dtype=param.dtype, device=param.device)
+    meta = copy.deepcopy(model).to("meta").eval()
+    x = torch.zeros(batch, 3, h, w, device="meta")
     counter = FlopCounterMode(display=False)
     recorder = _Recorder()
-    try:
-        with torch.no_grad(), counter, recorder:
-            model(x)
-    finally:
-        model.train(was_training)
+    with torch.no_grad(), counter, recorder:
+        meta(x)
     macs = counter.get_total_flops() // 2
     result = {"params": count_params(model), "macs": int(macs), "flops": int(2 * macs),
               "input_size": (h, w), "fvcore_flops": int(fvcore_flops(macs, recorder.records))}

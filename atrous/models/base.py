@@ -36,6 +36,9 @@ class SegmentationModel(nn.Module):
 
     min_size: int = 32
     num_classes: int
+    #: attribute names of submodules used only in training (auxiliary heads); they are not part
+    #: of the eval model and not counted in its parameters (see ``atrous.analysis.count_params``)
+    training_only: tuple[str, ...] = ()
 
     def forward(self, x: torch.Tensor):
         self.check_input(x)

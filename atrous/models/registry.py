@@ -22,6 +22,7 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_ALIASES: dict[str, str] = {}  # alias -> registered name
 
 
 def register_model(name: str, builder, config, card: ModelCard, default_classes: int = 19,
@@ -31,17 +32,25 @@ def register_model(name: str, builder, config, card: ModelCard, default_classes:
     _REGISTRY[name] = ModelEntry(name, builder, config, card, default_classes, official)
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted names of the registered models, optionally filtered by a shell-style pattern."""
-    names = sorted(_REGISTRY)
+def register_alias(alias: str, name: str) -> None:
+    """A second name for a registered model (e.g. ``dsnet_head128`` for ``dsnet``)."""
+    if alias in _REGISTRY or alias in _ALIASES or name not in _REGISTRY:
+        raise ValueError(f"alias {alias!r}: taken, or {name!r} is not registered")
+    _ALIASES[alias] = name
+
+
+def list_models(pattern: str | None = None, aliases: bool = True) -> list[str]:
+    """Sorted names of the registered models (with aliases unless ``aliases=False``),
+    optionally filtered by a shell-style pattern."""
+    names = sorted([*_REGISTRY, *(_ALIASES if aliases else ())])
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
 def get_entry(name: str) -> ModelEntry:
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[_ALIASES.get(name, name)]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, [*_REGISTRY, *_ALIASES], n=3, cutoff=0.5)
         hint = f" Closest: {', '.join(close)}." if close else ""
         raise KeyError(f"unknown model {name!r}.{hint} Valid names: {', '.join(list_models())}") from None
 

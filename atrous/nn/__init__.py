@@ -5,8 +5,13 @@ from .dblock import DBlock, DilatedConv, Shortcut
 from .dwr import DWRBlock, SIRBlock, StemBlock, residual_shortcut
 from .hardblock import HarDBlock, harmonic_links
 from .mda import MDA, BNPReLU
+from .mfacb import MFACB
+from .msaf import MSAF, Gonv
+from .resnet import BasicBlock, Bottleneck, basic_stage, projection
 from .se import SE
+from .spaspp import SPASPP, GlobalPoolBranch
 
-__all__ = ["ConvBNAct", "DBlock", "DilatedConv", "SE", "Shortcut", "resize_to"]
-__all__ += ["DWRBlock", "SIRBlock", "StemBlock", "residual_shortcut"]
-__all__ += ["AsymmetricDilatedConv", "BNPReLU", "DAPF", "HarDBlock", "MDA", "harmonic_links"]
+__all__ = ["AsymmetricDilatedConv", "BNPReLU", "BasicBlock", "Bottleneck", "ConvBNAct", "DAPF", "DBlock",
+           "DWRBlock", "DilatedConv", "GlobalPoolBranch", "Gonv", "HarDBlock", "MDA", "MFACB", "MSAF", "SE",
+           "SIRBlock", "SPASPP", "Shortcut", "StemBlock", "basic_stage", "harmonic_links", "projection",
+           "residual_shortcut", "resize_to"]

@@ -95,7 +95,9 @@ def from_official(name: str, checkpoint, **overrides) -> nn.Module:
     if mapping.CLASSIFIER not in state:
         raise KeyError(f"checkpoint for {name}: no classifier weight (expected official key for "
                        f"{mapping.CLASSIFIER!r}); is this a {name} checkpoint?")
-    model = create_model(name, num_classes=state[mapping.CLASSIFIER].shape[0], **overrides)
+    # a key map may ask for config fields the checkpoint implies (e.g. DSNet's training heads)
+    implied = mapping.config_overrides(state) if hasattr(mapping, "config_overrides") else {}
+    model = create_model(name, num_classes=state[mapping.CLASSIFIER].shape[0], **{**implied, **overrides})
     source = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
     load_state_strict(model, state, source)
     return model.eval()
