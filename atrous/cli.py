@@ -23,24 +23,25 @@ def cmd_models(args) -> None:
     from .analysis import complexity
     from .models import create_model, get_entry, list_models
 
-    size = args.size
-    print(f"{'model':<16} {'params':>10} {'GMACs':>8}  {'paper params':>12} {'paper GFLOPs':>12}  "
-          f"{'paper mIoU':>10}  convention @ HxW")
+    print(f"{'model':<14} {'params':>10} {'paper':>6} {'GMACs':>8} {'G (paper way)':>13} {'paper G':>8} "
+          f"{'mIoU':>5}  at HxW, convention (paper)")
     for name in list_models(args.pattern):
-        entry = get_entry(name)
-        card = entry.card
-        res = card.flops_resolution or size
+        card = get_entry(name).card
+        res = card.flops_resolution or args.size
         c = complexity(create_model(name), res)
-        pp = f"{card.params_m:.2f}M" if card.params_m else "-"
-        pf = f"{card.flops_g:.2f}" if card.flops_g else "-"
-        pm = f"{card.miou:.1f}" if card.miou else "-"
-        print(f"{name:<16} {c['params']:>10,} {c['macs'] / 1e9:>8.2f}  {pp:>12} {pf:>12}  {pm:>10}  "
-              f"{card.flops_convention or '-'} @ {res[0]}x{res[1]}")
+        ours = f"{c['paper_flops'] / card.flops_divisor:.2f}" if "paper_flops" in c else "-"
+        print(f"{name:<14} {c['params']:>10,} {_fmt(card.params_m, 'M'):>6} {c['macs'] / 1e9:>8.2f} {ours:>13} "
+              f"{_fmt(card.flops_g):>8} {_fmt(card.miou):>5}  {res[0]}x{res[1]}, "
+              f"{card.flops_convention or '-'} ({card.paper}, {card.reference})")
+
+
+def _fmt(value, suffix="") -> str:
+    return "-" if value is None else f"{value:g}{suffix}"
 
 
 def cmd_complexity(args) -> None:
     from .analysis import complexity
-    from .models import create_model
+    from .models import create_model, get_entry
 
     c = complexity(create_model(args.name, num_classes=args.num_classes), args.size)
     h, w = c["input_size"]
@@ -50,7 +51,10 @@ def cmd_complexity(args) -> None:
     print(f"  FLOPs (2xMAC) {c['flops']:,} ({c['flops'] / 1e9:.3f} G)")
     print(f"  fvcore FLOPs  {c['fvcore_flops']:,} ({c['fvcore_flops'] / 1e9:.3f} G)")
     if "paper_convention" in c:
-        print(f"  paper ({c['paper_convention']}) {c['paper_flops']:,} ({c['paper_flops'] / 1e9:.3f} G)")
+        divisor = get_entry(args.name).card.flops_divisor
+        unit = "G" if divisor == 1e9 else "G (/2**30, as the paper's script)"
+        print(f"  paper's convention ({c['paper_convention']}) {c['paper_flops']:,} "
+              f"({c['paper_flops'] / divisor:.3f} {unit})")
 
 
 def cmd_fov(args) -> None:

@@ -84,6 +84,7 @@ class ModelCard:
     flops_g: float | None = None
     flops_convention: str = ""  # how the paper counts, in words
     flops_rule: str = ""  # key of atrous.analysis.CONVENTIONS that reproduces it ("fvcore", ...)
+    flops_divisor: float = 1e9  # the paper's "G": 1e9, or 2**30 where its script divides so (DSNet)
     flops_resolution: tuple[int, int] | None = None
     miou: float | None = None
     miou_split: str = ""

@@ -171,7 +171,7 @@ def _card(reference, params_m, miou, miou_split, dataset, fps, gpu, flops_g=None
     return ModelCard(
         paper="DSNet (Guo et al., 2024)", reference=reference, params_m=params_m, flops_g=flops_g,
         flops_convention="thop.profile ops / 2**30 (conv MACs + 4 x BN numel + adaptive-pool in/out numel)",
-        flops_rule="thop", flops_resolution=resolution, miou=miou, miou_split=miou_split, dataset=dataset,
+        flops_rule="thop", flops_divisor=2**30, flops_resolution=resolution, miou=miou, miou_split=miou_split, dataset=dataset,
         fps=fps, gpu=gpu, notes=notes)
 
 

@@ -122,7 +122,8 @@ class RegSeg(SegmentationModel):
 
 REGSEG_CARD = ModelCard(
     paper="RegSeg (Gao, 2021)", reference="Table 8 (Cityscapes test), Sec 4.6",
-    params_m=3.34, flops_g=39.1, flops_convention="fvcore GFLOPs (conv MACs + BN/upsample/pool elements)", flops_rule="fvcore",
+    params_m=3.34, flops_g=39.1, flops_convention="fvcore GFLOPs (conv MACs + BN/upsample/pool elements)",
+    flops_rule="fvcore",
     flops_resolution=(1024, 2048), miou=78.3, miou_split="Cityscapes test", dataset="cityscapes",
     fps=30.0, gpu="T4", notes="official exp48_decoder26; val mIoU 78.5 (Table 7)")
 REGSEG_LARGE_CARD = ModelCard(
