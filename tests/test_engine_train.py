@@ -150,3 +150,19 @@ def test_cli_train_then_eval_end_to_end(recipe, tmp_path, capsys):
     # unknown keys name the key
     assert main(["train", str(recipe), "--out", str(tmp_path / "x"), "--set", "train.max_iter=3"]) == 2
     assert "train.max_iter" in capsys.readouterr().err
+
+
+def test_bf16_grad_clip_ema_and_labelled_best_of_many(recipe, tmp_path):
+    from safetensors import safe_open
+
+    out = tmp_path / "opts"
+    config = load_config(recipe, ["train.max_iters=6", "train.eval_every=3", "train.precision=bf16",
+                                  "train.grad_clip=1.0", "train.ema.enabled=true", "train.ema.every=1",
+                                  "eval.select=best"])
+    summary = train(config, out, progress=False)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.metadata()["weights"] == "ema"
+    best = json.loads((out / "best.json").read_text())
+    assert best["label"] == "best of 1 evaluations on val (selected on the evaluation set)"
+    assert best["iter"] == 3 and (out / "model_best.safetensors").is_file()
+    assert summary["best"] == best and 0.0 <= summary["miou"] <= 1.0

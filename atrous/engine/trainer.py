@@ -173,6 +173,8 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info) ->
     barrier(info)
 
     seed = int(config["seed"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the papers; bitwise resume is promised on CPU only
     train_set, val_set = datasets if datasets is not None else build_datasets(config)
     model = build_model(config, train_set.num_classes).to(device)
     plan = EpochPlan(train_set, int(tcfg["batch_size"]), info.world_size, info.rank, seed,
@@ -223,6 +225,7 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info) ->
         items = plan.items(epoch)[position * plan.batch_size:]
         loader = torch.utils.data.DataLoader(SeededSamples(train_set, items), batch_size=plan.batch_size,
                                              shuffle=False, num_workers=int(tcfg["num_workers"]),
+                                             pin_memory=device.type == "cuda",
                                              generator=torch.Generator().manual_seed(seed + epoch))
         for images, target in loader:
             images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
