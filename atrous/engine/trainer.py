@@ -302,10 +302,13 @@ def _finish(config, out, model, val_set, ecfg, device, info, it, best, log, prog
                 summary["best"] = {"miou": best["miou"], "iter": best["iter"], "label":
                                    f"best of {best['evaluations']} evaluations on {ecfg['split']} (selected on the evaluation set)"}
                 write_json(out / "best.json", summary["best"])
-        from .plots import plot_curves, plot_prediction
+        try:
+            from .plots import plot_curves, plot_prediction
 
-        plot_curves(out / "metrics.jsonl", out / "curves.png")
-        if val_set is not None:
-            plot_prediction(model, val_set, out / "prediction.png", device, ecfg["shorter_side"])
+            plot_curves(out / "metrics.jsonl", out / "curves.png")
+            if val_set is not None:
+                plot_prediction(model, val_set, out / "prediction.png", device, ecfg["shorter_side"])
+        except ImportError as exc:  # matplotlib is the optional extra atrous[plots]
+            print(f"no curves.png/prediction.png: {exc}; install matplotlib (pip install 'atrous[plots]')")
     barrier(info)
     return summary
