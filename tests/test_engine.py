@@ -11,7 +11,7 @@ from torch import nn
 from atrous.engine import checkpoint as ckpt
 from atrous.engine.config import DEFAULTS, list_recipes, load_config
 from atrous.engine.ema import EMA
-from atrous.engine.evaluate import confusion_matrix, metrics_from_confusion
+from atrous.engine.evaluate import confusion_matrix, evaluate, metrics_from_confusion, predict
 from atrous.engine.losses import Bootstrap, CrossEntropy, DSNetOHEM, RegSegOHEM, SegLoss, loss_from_config
 from atrous.engine.optim import param_groups
 from atrous.engine.schedule import lr_factor
@@ -238,3 +238,48 @@ def test_confusion_matrix_skips_ignore_and_rejects_bad_ids():
     assert conf.tolist() == [[1, 0, 0], [0, 1, 1], [1, 0, 1]]
     with pytest.raises(ValueError, match="labels outside"):
         confusion_matrix(pred, torch.tensor([[0, 7, 1], [0, 0, 0]]), 3)
+
+
+def test_shorter_side_resize_predicts_at_label_size():
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return torch.stack([x[:, 0], -x[:, 0]], dim=1)  # class 0 where channel 0 > 0
+
+    image = torch.ones(1, 3, 40, 60)
+    image[..., :20, :] = -1
+    pred = predict(Probe(), image, (40, 60), shorter_side=20)
+    assert seen == [(20, 30)] and pred.shape == (1, 40, 60)
+    assert (pred[0, :18] == 1).all() and (pred[0, 22:] == 0).all()
+
+
+def test_evaluate_a_perfect_and_a_constant_model():
+    class Data(torch.utils.data.Dataset):
+        classes, num_classes, ignore_index = ("a", "b"), 2, 255
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            mask = torch.zeros(8, 8, dtype=torch.long)
+            mask[:, 4:] = 1
+            mask[0, 0] = 255
+            image = torch.zeros(3, 8, 8)
+            image[0] = mask.float() * 2 - 1  # channel 0 tells the class
+            return image, mask
+
+    class Perfect(nn.Module):
+        def forward(self, x):
+            return torch.stack([-x[:, 0], x[:, 0]], dim=1)
+
+    class Constant(nn.Module):
+        def forward(self, x):
+            return torch.stack([torch.ones_like(x[:, 0]), torch.zeros_like(x[:, 0])], dim=1)
+
+    perfect = evaluate(Perfect(), Data(), progress=False)
+    assert perfect["miou"] == 1.0 and perfect["pixels"] == 2 * 63
+    constant = evaluate(Constant(), Data(), progress=False)
+    assert constant["pixel_accuracy"] == pytest.approx(31 / 63)
+    assert constant["per_class_iou"] == {"a": pytest.approx(31 / 63), "b": 0.0}

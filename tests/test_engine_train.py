@@ -152,13 +152,13 @@ def test_cli_train_then_eval_end_to_end(recipe, tmp_path, capsys):
     assert "train.max_iter" in capsys.readouterr().err
 
 
-def test_bf16_grad_clip_ema_and_labelled_best_of_many(recipe, tmp_path):
+def test_bf16_grad_clip_ema_class_uniform_and_labelled_best_of_many(recipe, tmp_path):
     from safetensors import safe_open
 
     out = tmp_path / "opts"
     config = load_config(recipe, ["train.max_iters=6", "train.eval_every=3", "train.precision=bf16",
                                   "train.grad_clip=1.0", "train.ema.enabled=true", "train.ema.every=1",
-                                  "eval.select=best"])
+                                  "eval.select=best", "data.class_uniform=0.5"])
     summary = train(config, out, progress=False)
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         assert f.metadata()["weights"] == "ema"
