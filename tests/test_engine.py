@@ -190,6 +190,10 @@ def test_checkpoint_is_atomic_and_keeps_rng(tmp_path, monkeypatch):
         ckpt.save_checkpoint(path, {"iteration": 4})
     assert ckpt.load_checkpoint(path)["iteration"] == 3  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["iter_0000003.pt"]  # no temp file left
+    # a temp file left by SIGKILL mid-write is never taken for a checkpoint, and is cleaned up
+    (tmp_path / ".tmp-x1iter_0000009.pt").write_bytes(b"partial")
+    assert ckpt.latest_checkpoint(tmp_path) == path
+    assert [p.name for p in ckpt.remove_partial_files(tmp_path)] == [".tmp-x1iter_0000009.pt"]
 
 
 def test_load_weights_with_another_number_of_classes(tmp_path):

@@ -170,6 +170,7 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info) ->
             raise ValueError(f"--resume: the configuration differs from {saved_cfg}; resume with the same recipe and --set values")
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(config))
+        ckpt.remove_partial_files(ckpt_dir)
     barrier(info)
 
     seed = int(config["seed"])
