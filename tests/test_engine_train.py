@@ -80,7 +80,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_resume_after_sigkill_is_bitwise_equal(recipe, tmp_path):
+def test_resume_after_sigkill_and_data_workers_are_bitwise_equal(recipe, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     proc = run_cli(["-c", KILL_AFTER_CHECKPOINT, "train", str(recipe), "--out", str(killed)], check=False)
     assert proc.returncode == -9, proc.stderr[-2000:]
@@ -89,6 +89,10 @@ def test_resume_after_sigkill_is_bitwise_equal(recipe, tmp_path):
     assert main(["train", str(recipe), "--out", str(killed), "--resume"]) == 0
     assert main(["train", str(recipe), "--out", str(full)]) == 0
     assert (full / "model.safetensors").read_bytes() == (killed / "model.safetensors").read_bytes()
+    # and the data workers do not change a bit either (per-sample seeds)
+    workers = tmp_path / "workers"
+    assert main(["train", str(recipe), "--out", str(workers), "--set", "train.num_workers=2"]) == 0
+    assert (workers / "model.safetensors").read_bytes() == (full / "model.safetensors").read_bytes()
     logged = [json.loads(ln)["iter"] for ln in (killed / "metrics.jsonl").read_text().splitlines()]
     assert logged == sorted(logged) and logged.count(6) == 1  # the lost iterations were not logged twice
 
