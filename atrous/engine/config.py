@@ -92,7 +92,7 @@ def merge(base: dict, update: dict, where: str = "", source: str = "recipe") -> 
 def recipe_path(recipe: str | Path) -> Path:
     """A bundled recipe name or a YAML path -> an existing file."""
     path = Path(recipe)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"recipe {str(path)!r} does not exist")
         return path
