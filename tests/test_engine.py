@@ -3,7 +3,6 @@ weight-decay groups, EMA, atomic checkpoints, class-count-changing loads, evalua
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -57,18 +56,14 @@ def test_unknown_keys_are_errors_that_name_the_key(override, key):
         load_config("toy", [override])
 
 
-def test_unknown_key_in_a_recipe_file_names_file_and_key(tmp_path):
+def test_unknown_key_in_a_recipe_file_names_file_and_key(tmp_path, monkeypatch):
     path = tmp_path / "r.yaml"
     path.write_text("train:\n  max_iters: 3\n  bacth_size: 2\n")
     with pytest.raises(KeyError, match=r"r\.yaml.*train\.bacth_size"):
         load_config(path)
     (tmp_path / "toy").mkdir()  # a run folder named like a recipe does not hide the recipe
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        assert load_config("toy")["data"]["dataset"] == "toy"
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)
+    assert load_config("toy")["data"]["dataset"] == "toy"
     with pytest.raises(FileNotFoundError, match="no_such_recipe"):
         load_config("no_such_recipe")
     with pytest.raises(ValueError, match="expected key=value"):
