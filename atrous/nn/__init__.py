@@ -1,6 +1,7 @@
 """Reusable blocks, named as in the papers."""
 from .conv import ConvBNAct, resize_to
 from .dblock import DBlock, DilatedConv, Shortcut
+from .fractional import FractionalDilatedConv
 from .se import SE
 
-__all__ = ["ConvBNAct", "DBlock", "DilatedConv", "SE", "Shortcut", "resize_to"]
+__all__ = ["ConvBNAct", "DBlock", "DilatedConv", "FractionalDilatedConv", "SE", "Shortcut", "resize_to"]
