@@ -11,6 +11,7 @@ from atrous.models import get_entry, split_outputs
 PARAMS = {
     "regseg": 3_334_951,
     "regseg_large": 6_131_579,
+    "regseg_search": 3_334_977,  # regseg (first block as two branches) + 26 dilation rates
 }
 
 MODELS = atrous.list_models()
@@ -99,4 +100,4 @@ def test_unknown_override_is_named():
 
 def test_list_models_is_sorted_and_filters():
     assert MODELS == sorted(MODELS)
-    assert atrous.list_models("regseg*") == ["regseg", "regseg_large"]
+    assert atrous.list_models("regseg_*") == ["regseg_large", "regseg_search"]

@@ -1,0 +1,13 @@
+"""Dilation-rate search by gradient descent (RegSeg Sec 3.4, Fig. 7, Table 2).
+
+Train ``regseg_search`` (fractional, trainable dilation rates; :mod:`atrous.models.regseg_search`),
+log every rate each epoch (:class:`RateLog`), then round by the paper's rule
+(:func:`round_dilations`) into a RegSeg config to retrain. ``atrous search RECIPE --out DIR`` runs
+it all (:func:`run_search`).
+"""
+from .log import RateLog, plot_rates
+from .rounding import (DilationBoundWarning, bound_violations, describe, round_block, round_dilations,
+                       warn_bound)
+
+__all__ = ["DilationBoundWarning", "RateLog", "bound_violations", "describe", "plot_rates", "round_block",
+           "round_dilations", "warn_bound"]
