@@ -81,6 +81,24 @@ def cmd_convert(args) -> None:
     print(f"wrote {args.out}: {args.name}, {model.num_classes} classes, {len(state)} tensors")
 
 
+# --------------------------------------------------------------------------- training, evaluation
+def cmd_train(args) -> None:
+    from .engine import load_config, train
+
+    config = load_config(args.recipe, args.set)
+    summary = train(config, args.out, resume=args.resume)
+    if "miou" in summary:
+        print(f"wrote {summary['weights']}: {summary['iterations']} iterations, "
+              f"{config['eval']['split']} mIoU {100 * summary['miou']:.2f}")
+
+
+def cmd_eval(args) -> None:
+    from .engine import evaluate_weights, load_config
+
+    config = load_config(args.recipe, args.set)
+    evaluate_weights(config, args.weights, args.split, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atrous", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -106,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="the authors' .pth file")
     p.add_argument("out", help="output .safetensors path")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("train", help="train from a recipe (bundled name or YAML path)")
+    p.add_argument("recipe", help="bundled recipe (toy, camvid_cpu, regseg_cityscapes, ...) or a YAML file")
+    p.add_argument("--out", required=True, help="run folder: config.yaml, metrics.jsonl, checkpoints/, "
+                   "model.safetensors, curves.png, prediction.png")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set train.max_iters=40 (value read as YAML)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate weights: per-class IoU, mIoU, pixel accuracy (table + JSON)")
+    p.add_argument("recipe", help="the recipe the weights were trained with (dataset and model)")
+    p.add_argument("--weights", required=True, help=".safetensors (or .pt) weights, e.g. DIR/model.safetensors")
+    p.add_argument("--split", default=None, help="dataset split (default: the recipe's eval.split)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set eval.shorter_side=1024")
+    p.add_argument("--json", default=None, help="where to write the JSON (default: beside the weights)")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -113,7 +149,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, TypeError) as exc:
+    except (KeyError, ValueError, FileNotFoundError, FileExistsError, TypeError, ArithmeticError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"atrous {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -1,0 +1,158 @@
+"""Class names, colour palettes and label-id tables of the datasets atrous knows.
+
+Every mask atrous hands to a model holds train ids ``0 .. num_classes-1`` or ``IGNORE_INDEX``
+(255), whatever the dataset stores on disk; the tables here do that conversion.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+# --------------------------------------------------------------------------- Cityscapes
+# Cordts et al. 2016, cityscapesScripts labels.py: the 19 evaluated classes (trainId order).
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+CITYSCAPES_PALETTE = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+# labelId -> trainId for the 34 labelIds 0..33 of *_gtFine_labelIds.png; the 15 labelIds that are
+# not evaluated (unlabeled, ego vehicle, ..., license plate) map to IGNORE_INDEX.
+CITYSCAPES_LABEL_TO_TRAIN = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+    26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}
+CITYSCAPES_NUM_LABEL_IDS = 34
+
+# --------------------------------------------------------------------------- CamVid
+# The 11-class protocol (SegNet, Badrinarayanan et al.); index 11 of the SegNet masks is void.
+CAMVID_CLASSES = (
+    "sky", "building", "pole", "road", "sidewalk", "tree", "sign/symbol", "fence", "car",
+    "pedestrian", "bicyclist",
+)
+CAMVID_PALETTE = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+)
+CAMVID_SEGNET_VOID = 11
+# The original CamVid labels have 32 classes (class_dict.csv); the usual merge into the 11 classes
+# (the grouping SegNet's prepared data uses). Names are compared case-insensitively.
+CAMVID_32_TO_11 = {
+    "sky": 0,
+    "archway": 1, "bridge": 1, "building": 1, "tunnel": 1, "wall": 1,
+    "column_pole": 2, "trafficcone": 2,
+    "road": 3, "lanemkgsdriv": 3, "lanemkgsnondriv": 3,
+    "sidewalk": 4, "parkingblock": 4, "roadshoulder": 4,
+    "tree": 5, "vegetationmisc": 5,
+    "signsymbol": 6, "misc_text": 6, "trafficlight": 6,
+    "fence": 7,
+    "car": 8, "suvpickuptruck": 8, "truck_bus": 8, "train": 8, "othermoving": 8,
+    "pedestrian": 9, "child": 9, "cartluggagepram": 9, "animal": 9,
+    "bicyclist": 10, "motorcyclescooter": 10,
+    "void": IGNORE_INDEX,
+}
+
+# --------------------------------------------------------------------------- ADE20K
+# SceneParsing ADEChallengeData2016 objectInfo150 (first name of each entry); mask value k is class
+# k-1, 0 is "other" -> ignore.
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+    "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
+    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing",
+    "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink",
+    "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway", "case",
+    "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind",
+    "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
+    "television receiver", "airplane", "dirt track", "apparel", "pole", "land", "bannister",
+    "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
+    "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
+    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen",
+    "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
+    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
+    "clock", "flag",
+)
+
+# --------------------------------------------------------------------------- toy (RegSeg Sec 3.6)
+TOY_CLASSES = ("background", "rectangle 1", "rectangle 2", "rectangle 3")
+
+
+def toy_classes(num_classes: int) -> tuple[str, ...]:
+    """Background plus ``num_classes - 1`` rectangle classes."""
+    if num_classes < 2:
+        raise ValueError(f"toy num_classes={num_classes}: need at least 2 (background + 1)")
+    return ("background",) + tuple(f"rectangle {k}" for k in range(1, num_classes))
+
+
+def palette_for(names) -> tuple[tuple[int, int, int], ...]:
+    """A deterministic palette for any class list: the PASCAL VOC bit-interleaved colour map,
+    started at index 1 so that no class is black (black reads as ignore in pictures). It depends
+    only on the number of classes, so the same list always gets the same colours."""
+    colours = []
+    for index in range(1, len(names) + 1):
+        r = g = b = 0
+        c = index
+        for bit in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << bit
+            g |= ((c >> 1) & 1) << bit
+            b |= ((c >> 2) & 1) << bit
+            c >>= 3
+            if c == 0:
+                break
+        colours.append((r, g, b))
+    return tuple(colours)
+
+
+CLASS_NAMES = {
+    "cityscapes": CITYSCAPES_CLASSES,
+    "bdd100k": CITYSCAPES_CLASSES,  # BDD100K semantic masks use the Cityscapes 19 trainIds.
+    "camvid": CAMVID_CLASSES,
+    "ade20k": ADE20K_CLASSES,
+    "toy": TOY_CLASSES,
+}
+PALETTES = {
+    "cityscapes": CITYSCAPES_PALETTE,
+    "bdd100k": CITYSCAPES_PALETTE,
+    "camvid": CAMVID_PALETTE,
+    "ade20k": palette_for(ADE20K_CLASSES),
+    "toy": ((0, 0, 0),) + palette_for(TOY_CLASSES[1:]),
+}
+
+
+def lut(mapping: dict[int, int], size: int = 256) -> np.ndarray:
+    """A lookup table raw value -> train id: ``mapping`` entries, every other value -1 (invalid)."""
+    table = np.full(size, -1, dtype=np.int64)
+    for raw, train in mapping.items():
+        table[raw] = train
+    return table
+
+
+def identity_lut(num_classes: int, ignore: tuple[int, ...] = (IGNORE_INDEX,)) -> np.ndarray:
+    """Values ``0..num_classes-1`` stay, values in ``ignore`` become IGNORE_INDEX, others invalid."""
+    mapping = {k: k for k in range(num_classes)}
+    mapping.update({v: IGNORE_INDEX for v in ignore})
+    return lut(mapping)
+
+
+def cityscapes_label_lut() -> np.ndarray:
+    """labelIds (0..33) -> trainIds; unevaluated ids -> IGNORE_INDEX; anything else invalid."""
+    mapping = {k: IGNORE_INDEX for k in range(CITYSCAPES_NUM_LABEL_IDS)}
+    mapping.update(CITYSCAPES_LABEL_TO_TRAIN)
+    return lut(mapping)
+
+
+def colorize(mask: np.ndarray, palette, ignore_colour=(0, 0, 0)) -> np.ndarray:
+    """HxW train ids -> HxWx3 uint8 picture; ignore (and any id past the palette) -> ``ignore_colour``."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[:] = ignore_colour
+    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return table[np.clip(mask, 0, 255).astype(np.intp)]

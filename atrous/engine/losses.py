@@ -1,0 +1,159 @@
+"""Segmentation losses: cross-entropy with ignore and the three papers' forms of hard-pixel mining.
+
+* :class:`RegSegOHEM` - RegSeg Sec 4.2: average the pixel losses above 0.3, or the top 1/16 of the
+  batch's pixels when fewer than that are above it (official ``BootstrappedCE``).
+* :class:`DSNetOHEM` - DSNet Sec 4.2 via its official config (``OHEMTHRES 0.9``, ``OHEMKEEP
+  131072``): keep the pixels whose probability of the true class is below 0.9, and at least
+  ``min_kept`` of the least confident ones (HRNet/PIDNet ``OhemCrossEntropy``).
+* :class:`Bootstrap` - FASSD-Net Sec IV-A, "online bootstrapping" (Wu et al. 2016) as its official
+  config (``min_K 4096``, ``loss_th 0.3``): per image, the pixel losses above 0.3, or the
+  ``min_kept`` largest; the per-image means are averaged.
+* :class:`SegLoss` sums ``main_weight`` x the main loss and ``aux_weights[i]`` x the loss of
+  auxiliary head ``i`` (DSNet's official training: 0.6 x OHEM(main) + 0.2 x CE(aux_p) + 0.2 x
+  CE(aux_d)).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.base import split_outputs
+
+
+def pixel_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Per-pixel cross-entropy (0 at ignored pixels), N x H x W, computed in float32."""
+    return F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+
+
+class CrossEntropy(nn.Module):
+    """Mean cross-entropy over the pixels that are not ``ignore_index``."""
+
+    def __init__(self, ignore_index: int = 255):
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits, target):
+        valid = target != self.ignore_index
+        if not valid.any():  # a crop with nothing to learn: zero loss that still has a graph
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index)
+
+
+class RegSegOHEM(nn.Module):
+    """RegSeg Sec 4.2: mean of the pixel losses > ``threshold`` when more than ``keep_fraction`` of
+    the batch's pixels pass it, else the mean of the top ``keep_fraction`` of pixel losses. As in
+    the official code the fraction counts every pixel of the batch, ignored ones included."""
+
+    def __init__(self, ignore_index: int = 255, threshold: float = 0.3, keep_fraction: float = 1 / 16):
+        super().__init__()
+        if not 0 < keep_fraction <= 1:
+            raise ValueError(f"loss.keep_fraction: expected a value in (0, 1], got {keep_fraction}")
+        self.ignore_index, self.threshold, self.keep_fraction = ignore_index, threshold, keep_fraction
+
+    def forward(self, logits, target):
+        losses = pixel_ce(logits, target, self.ignore_index).flatten()
+        k = max(1, int(losses.numel() * self.keep_fraction))
+        hard = losses > self.threshold
+        if int(hard.sum()) > k:
+            return losses[hard].mean()
+        return torch.topk(losses, k).values.mean()
+
+
+class DSNetOHEM(nn.Module):
+    """DSNet (official config, HRNet-style OHEM): among non-ignored pixels, sort by the softmax
+    probability of the true class; the cut is ``max(threshold, p[min_kept])``; average the losses of
+    the pixels whose probability is below the cut."""
+
+    def __init__(self, ignore_index: int = 255, threshold: float = 0.9, min_kept: int = 131072):
+        super().__init__()
+        self.ignore_index, self.threshold, self.min_kept = ignore_index, threshold, max(1, int(min_kept))
+
+    def forward(self, logits, target):
+        logits = logits.float()
+        losses = pixel_ce(logits, target, self.ignore_index).flatten()
+        valid = (target != self.ignore_index).flatten()
+        if not valid.any():
+            return logits.sum() * 0.0
+        safe = target.clone()
+        safe[safe == self.ignore_index] = 0
+        prob = logits.softmax(1).gather(1, safe.unsqueeze(1)).flatten()[valid]
+        prob, order = prob.sort()
+        cut = max(float(prob[min(self.min_kept, prob.numel() - 1)]), self.threshold)
+        return losses[valid][order][prob < cut].mean() if bool((prob < cut).any()) else logits.sum() * 0.0
+
+
+class Bootstrap(nn.Module):
+    """FASSD-Net (official config): per image, the mean of the pixel losses > ``threshold`` if the
+    ``min_kept``-th largest loss passes it, else the mean of the ``min_kept`` largest; averaged over
+    the batch."""
+
+    def __init__(self, ignore_index: int = 255, threshold: float = 0.3, min_kept: int = 4096):
+        super().__init__()
+        self.ignore_index, self.threshold, self.min_kept = ignore_index, threshold, max(1, int(min_kept))
+
+    def forward(self, logits, target):
+        per_image = pixel_ce(logits, target, self.ignore_index).flatten(1)
+        out = []
+        for losses in per_image:
+            ranked = losses.sort(descending=True).values
+            k = min(self.min_kept, ranked.numel())
+            if k < ranked.numel() and ranked[k] > self.threshold:
+                out.append(ranked[ranked > self.threshold].mean())
+            else:
+                out.append(ranked[:k].mean())
+        return torch.stack(out).mean()
+
+
+def build_criterion(name: str, ignore_index: int = 255, threshold=None, keep_fraction=None,
+                    min_kept=None) -> nn.Module:
+    """The loss named by ``loss.name`` with each paper's defaults for unset options."""
+    if name == "ce":
+        return CrossEntropy(ignore_index)
+    if name == "ohem_regseg":
+        return RegSegOHEM(ignore_index, 0.3 if threshold is None else threshold,
+                          1 / 16 if keep_fraction is None else keep_fraction)
+    if name == "ohem_dsnet":
+        return DSNetOHEM(ignore_index, 0.9 if threshold is None else threshold,
+                         131072 if min_kept is None else min_kept)
+    if name == "bootstrap":
+        return Bootstrap(ignore_index, 0.3 if threshold is None else threshold,
+                         4096 if min_kept is None else min_kept)
+    raise ValueError(f"loss.name: unknown loss {name!r}; expected ce, ohem_regseg, ohem_dsnet or bootstrap")
+
+
+class SegLoss(nn.Module):
+    """``main_weight * criterion(main) + sum_i aux_weights[i] * aux_criterion(aux_i)`` over a
+    model's training output (a tensor, or a tuple ``(logits, aux_1, ...)`` as in
+    atrous.models.base); ``aux_criterion`` defaults to ``criterion``."""
+
+    def __init__(self, criterion: nn.Module, aux_weights: Sequence[float] = (), main_weight: float = 1.0,
+                 aux_criterion: nn.Module | None = None):
+        super().__init__()
+        self.criterion = criterion
+        self.aux_criterion = aux_criterion if aux_criterion is not None else criterion
+        self.aux_weights = [float(w) for w in aux_weights]
+        self.main_weight = float(main_weight)
+
+    def forward(self, output, target):
+        main, aux = split_outputs(output)
+        if len(aux) != len(self.aux_weights):
+            raise ValueError(f"loss.aux_weights: the model returns {len(aux)} auxiliary output(s) in "
+                             f"training but {len(self.aux_weights)} weight(s) are set")
+        loss = self.main_weight * self.criterion(main, target)
+        for weight, logits in zip(self.aux_weights, aux):
+            if weight:
+                loss = loss + weight * self.aux_criterion(logits, target)
+        return loss
+
+
+def loss_from_config(loss_cfg: dict, ignore_index: int = 255) -> SegLoss:
+    def make(name):
+        return build_criterion(name, ignore_index, loss_cfg.get("threshold"), loss_cfg.get("keep_fraction"),
+                               loss_cfg.get("min_kept"))
+
+    aux_name = loss_cfg.get("aux_loss", "same")
+    aux = None if aux_name in (None, "same", loss_cfg["name"]) else make(aux_name)
+    return SegLoss(make(loss_cfg["name"]), loss_cfg.get("aux_weights") or (), loss_cfg.get("main_weight", 1.0), aux)
