@@ -65,7 +65,7 @@ def test_round_dilations_reproduces_table2_form_and_rejects_bad_rates():
         round_block([])
     with pytest.raises(ValueError, match="rates"):
         round_block([1.0, float("nan")])
-    assert describe([(1, 1), (1.5, 2.25)]) == "(1,1)+(1.50,2.25)"
+    assert describe([(1, 1), (1.5, 2.25)]) == "(1,1)+(1.500,2.250)"
 
 
 def test_bound_warning_names_the_block():

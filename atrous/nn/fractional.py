@@ -96,7 +96,7 @@ class FractionalDilatedConv(nn.Module):
     Drop-in for ``nn.Conv2d(in, out, 3, stride, padding=r, dilation=r, groups=groups)``; the
     state dict is that conv's (``weight``, ``bias``) plus ``rate``. ``rate`` is an
     ``nn.Parameter`` of shape () so an optimizer can give it its own learning rate and no weight
-    decay (see :func:`atrous.search.split_parameters`).
+    decay (``atrous search`` does: :class:`atrous.search.SearchHooks`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, rate: float, stride: int = 1,

@@ -8,6 +8,7 @@ it all (:func:`run_search`).
 from .log import RateLog, plot_rates
 from .rounding import (DilationBoundWarning, bound_violations, describe, round_block, round_dilations,
                        warn_bound)
+from .run import SEARCH_DEFAULTS, SearchHooks, load_search_config, run_search
 
-__all__ = ["DilationBoundWarning", "RateLog", "bound_violations", "describe", "plot_rates", "round_block",
-           "round_dilations", "warn_bound"]
+__all__ = ["SEARCH_DEFAULTS", "DilationBoundWarning", "RateLog", "SearchHooks", "bound_violations", "describe",
+           "load_search_config", "plot_rates", "round_block", "round_dilations", "run_search", "warn_bound"]

@@ -32,7 +32,8 @@ class RateLog:
     def write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.json_path) as tmp:
-            Path(tmp).write_text(json.dumps({"blocks": self.blocks, "entries": self.entries}, indent=1))
+            lines = ",\n  ".join(json.dumps(e) for e in self.entries)  # one entry a line
+            Path(tmp).write_text(f'{{"blocks": {json.dumps(self.blocks)},\n "entries": [\n  {lines}\n ]}}\n')
         if self.entries:
             plot_rates(self.blocks, self.entries, self.plot_path)
 

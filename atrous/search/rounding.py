@@ -57,8 +57,8 @@ def warn_bound(model: nn.Module, label: str) -> list[str]:
 
 
 def describe(rates: Sequence[Sequence[float]]) -> str:
-    """``(1,1)+(1,2.37)+...`` as in Table 2 (fractional rates with 2 decimals)."""
-    return "+".join("(" + ",".join(f"{r:g}" if float(r).is_integer() else f"{r:.2f}" for r in block) + ")"
+    """``(1,1)+(1,2.372)+...`` as in Table 2 (fractional rates with 3 decimals)."""
+    return "+".join("(" + ",".join(f"{r:g}" if float(r).is_integer() else f"{r:.3f}" for r in block) + ")"
                     for block in rates)
 
 
