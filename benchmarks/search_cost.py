@@ -5,7 +5,10 @@ SGD step) of ``regseg_search`` against ``regseg`` at the same starting dilations
 
 The searchable model starts from fractional rates (integer + 0.5) so all four convolutions of
 every FractionalDilatedConv run, as they do during a search; the integer model uses the rounded
-rates. Reports the median of ``--steps`` timed steps after ``--warmup`` steps.
+rates. Reports, per model, the median over ``--rounds`` x ``--steps`` timed steps (after
+``--warmup`` steps per round) of the process CPU time of a step (the ratio uses it: with one
+thread it is what the step costs, and it barely moves when other processes load the machine)
+and of its wall time (which does move).
 """
 from __future__ import annotations
 
@@ -22,18 +25,19 @@ from atrous.cli import parse_size
 from atrous.models.regseg_search import SEARCH_START
 
 
-def step_times(model, x, target, steps: int, warmup: int) -> list[float]:
+def step_times(model, x, target, steps: int, warmup: int) -> list[tuple[float, float]]:
+    """``(cpu seconds, wall seconds)`` of each timed training step."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     model.train()
     times = []
     for i in range(warmup + steps):
-        start = time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), target)
         loss.backward()
         opt.step()
         if i >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append((time.process_time() - cpu, time.perf_counter() - wall))
     return times
 
 
@@ -44,6 +48,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--classes", type=int, default=19)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -59,18 +64,20 @@ def main(argv=None) -> None:
     }
     # Alternate the two models so that load from other processes hits both alike.
     times = {name: [] for name in models}
-    for _ in range(3):
+    for _ in range(args.rounds):
         for name, model in models.items():
             times[name] += step_times(model, x, target, args.steps, args.warmup)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s); input {args.batch}x3x{args.size[0]}x{args.size[1]}")
-    medians = {}
+    cpu, wall = {}, {}
     for name, t in times.items():
-        medians[name] = statistics.median(t)
-        print(f"{name:<28} median {medians[name] * 1e3:8.1f} ms/step  (min {min(t) * 1e3:.1f}, "
-              f"{len(t)} steps)")
-    base, search = medians.values()
-    print(f"ratio search/integer: {search / base:.2f}x (target <= 1.5x)")
+        cpu[name] = statistics.median(c for c, _ in t)
+        wall[name] = statistics.median(w for _, w in t)
+        print(f"{name:<28} CPU {cpu[name] * 1e3:8.1f} ms/step (min {min(c for c, _ in t) * 1e3:.1f}), "
+              f"wall {wall[name] * 1e3:8.1f} ms/step, median of {len(t)} steps")
+    (base, search), (wall_base, wall_search) = cpu.values(), wall.values()
+    print(f"ratio search/integer: CPU time {search / base:.2f}x (target <= 1.5x), wall time "
+          f"{wall_search / wall_base:.2f}x")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ def test_two_iteration_search_writes_a_recipe_that_trains(tmp_path, capsys):
     assert summary["iterations"] == 1
 
 
+@pytest.mark.slow  # three searches (~20 s CPU); the log trimming itself is in test_search_model.py
 def test_search_resumes_to_the_same_rates_and_log(tmp_path):
     out = tmp_path / "search"
     args = ["search", "search_toy", "--out", str(out), *sum((["--set", s] for s in TINY + [SLIM]), [])]
