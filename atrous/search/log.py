@@ -39,8 +39,8 @@ class RateLog:
 
 
 def plot_rates(blocks: Sequence[str], entries: Sequence[dict], path) -> None:
-    """Every branch's rate against the iteration, one colour per block (the larger branch solid,
-    the others dashed), with the field of view on a second axis."""
+    """Every branch's rate against the iteration (one colour per block, one line style per
+    branch), with the field of view on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,19 +48,18 @@ def plot_rates(blocks: Sequence[str], entries: Sequence[dict], path) -> None:
 
     iters = [e["iter"] for e in entries]
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    cmap = plt.get_cmap("viridis")
+    colours = plt.get_cmap("tab10" if len(blocks) <= 10 else "viridis")
+    styles = ["-", "--", ":", "-."]
     for b, name in enumerate(blocks):
-        colour = cmap(b / max(1, len(blocks) - 1))
-        branches = len(entries[0]["rates"][b])
-        for k in range(branches):
-            values = [e["rates"][b][k] for e in entries]
-            ax.plot(iters, values, color=colour, linestyle="-" if k == branches - 1 else "--",
-                    marker="." if len(iters) < 40 else None, label=name if k == branches - 1 else None)
+        colour = colours(b % 10) if len(blocks) <= 10 else colours(b / max(1, len(blocks) - 1))
+        for k in range(len(entries[0]["rates"][b])):
+            ax.plot(iters, [e["rates"][b][k] for e in entries], color=colour, linestyle=styles[k % 4],
+                    marker="." if len(iters) < 40 else None, label=f"{name} r{k + 1}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("dilation rate r")
     ax.set_title("Dilation-rate search (RegSeg Sec 3.4): every branch's rate")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="upper left", title="block (dashed: other branch)", title_fontsize=7)
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
     fov_ax = ax.twinx()
     fov_ax.plot(iters, [e["fov"] for e in entries], color="tab:red", linewidth=2, alpha=0.6)
     fov_ax.set_ylabel("field of view (px)", color="tab:red")
