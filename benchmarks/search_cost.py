@@ -13,6 +13,7 @@ and of its wall time (which does move).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -41,6 +42,16 @@ def step_times(model, x, target, steps: int, warmup: int) -> list[tuple[float, f
     return times
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=parse_size, default=(256, 256))
@@ -67,7 +78,7 @@ def main(argv=None) -> None:
     for _ in range(args.rounds):
         for name, model in models.items():
             times[name] += step_times(model, x, target, args.steps, args.warmup)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    print(f"machine: {cpu_name()} ({os.cpu_count()} cores), torch {torch.__version__}, "
           f"{args.threads} thread(s); input {args.batch}x3x{args.size[0]}x{args.size[1]}")
     cpu, wall = {}, {}
     for name, t in times.items():
