@@ -100,9 +100,20 @@ def cmd_eval(args) -> None:
 
 
 def cmd_search(args) -> None:
-    from .search import run_search
+    import warnings
 
-    r = run_search(args.recipe, args.out, args.set, resume=args.resume)
+    from .search import DilationBoundWarning, run_search
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DilationBoundWarning)
+        r = run_search(args.recipe, args.out, args.set, resume=args.resume)
+    for w in caught:
+        if issubclass(w.category, DilationBoundWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if not r:  # a non-main process of a distributed run
+        return
     print(f"dilations: start {r['start']}\n           searched {r['searched']}\n           found {r['found']}")
     print(f"field of view: start {r['fov_start']:g}, searched (fractional) {r['fov_searched']:.1f}, "
           f"found (rounded) {r['fov_found']:g}")

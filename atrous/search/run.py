@@ -121,10 +121,13 @@ def run_search(recipe, out_dir, overrides: Iterable[str] = (), resume: bool = Fa
     rate_parameters(start_model)
     warn_bound(start_model, "starting dilations")
     out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(text)
+    with atomic_path(saved) as tmp:
+        Path(tmp).write_text(text)
 
     hooks = SearchHooks(out, config["train"], search_cfg)
     summary = train(config, out, resume=resume, progress=progress, datasets=datasets, hooks=hooks)
+    if hooks.log is None:  # not the main process of a distributed run: it writes nothing
+        return {}
     rates = hooks.rates if hooks.rates is not None else hooks.log.entries[-1]["rates"]
     found = round_dilations(rates)
 
@@ -139,7 +142,8 @@ def run_search(recipe, out_dir, overrides: Iterable[str] = (), resume: bool = Fa
 
     recipe_text = (f"# Found by atrous search (RegSeg Sec 3.4) from {recipe}: rates {result['searched']}\n"
                    f"# rounded by floor(min(r1, r2)), ceil(max(r1, r2)) to {result['found']}.\n"
-                   f"# Retrain: atrous train {out / 'found.yaml'} --out RUN\n" + dump_config(found_recipe(config, search_cfg, found)))
+                   f"# Retrain: atrous train {out / 'found.yaml'} --out RUN\n")
+    recipe_text += dump_config(found_recipe(config, search_cfg, found))
     with atomic_path(out / "found.yaml") as tmp:
         Path(tmp).write_text(recipe_text)
     with atomic_path(out / "found.json") as tmp:
