@@ -66,8 +66,8 @@ def test_fractional_rate_equals_bilinear_sampling(rate, stride, groups):
 def test_matches_torchvision_deform_conv2d():
     ops = pytest.importorskip("torchvision.ops")
     torch.manual_seed(0)
-    rate, groups = 2.3, 2
-    frac = FractionalDilatedConv(4, 6, rate, 1, groups).double()
+    frac = FractionalDilatedConv(4, 6, 2.3, 1, groups=2).double()
+    rate = frac.rate.item()
     x = torch.randn(1, 4, 9, 10, dtype=torch.float64)
     offsets = torch.tensor([[i * (rate - 1), j * (rate - 1)] for i in (-1, 0, 1) for j in (-1, 0, 1)],
                            dtype=torch.float64).reshape(1, 18, 1, 1).expand(1, 18, 9, 10)
