@@ -59,9 +59,10 @@ def fractional_conv2d(x: torch.Tensor, weight: torch.Tensor, rate: torch.Tensor,
     """3x3 convolution of ``x`` sampled at offsets ``(i*rate, j*rate)`` with bilinear interpolation
     and zero padding, as the sum of four integer-dilation convolutions (module docstring).
 
-    ``rate`` is a 0-d tensor (gradients flow to it). Terms whose interpolation weight is exactly
-    zero are skipped only when no gradient is needed for ``rate``; at an integer rate that leaves
-    one ``F.conv2d`` call, identical to ``nn.Conv2d(..., dilation=r, padding=r)`` even with a bias.
+    ``rate`` is a 0-d tensor (gradients flow to it). At an integer rate with no gradient needed for
+    ``rate`` (eval, or a frozen rate), one ``F.conv2d`` call runs, identical to
+    ``nn.Conv2d(..., dilation=r, padding=r)`` even with a bias; otherwise all four terms run (their
+    weights are then ``(1, 0, 0, 0)``, which still gives the conv's output bit for bit).
     """
     if weight.shape[-2:] != (3, 3):
         raise ValueError(f"weight: expected a 3x3 kernel, got {tuple(weight.shape[-2:])}")
@@ -72,16 +73,12 @@ def fractional_conv2d(x: torch.Tensor, weight: torch.Tensor, rate: torch.Tensor,
     need_all = torch.is_grad_enabled() and rate.requires_grad
     if not need_all and float(f) == 0.0:  # integer rate: exactly the dilated conv (bias fused)
         w, dilation = _collapse(weight, n, n)
-        return F.conv2d(x, w, bias, stride, n if n else 0, dilation, groups)
+        return F.conv2d(x, w, bias, stride, n, dilation, groups)
     out = None
     for a, alpha_a in alphas.items():
         for b, alpha_b in alphas.items():
-            coeff = alpha_a * alpha_b
-            if not need_all and float(coeff) == 0.0:
-                continue
             w, dilation = _collapse(weight, a, b)
-            padding = (a if a else 0, b if b else 0)
-            term = F.conv2d(x, w, None, stride, padding, dilation, groups) * coeff
+            term = F.conv2d(x, w, None, stride, (a, b), dilation, groups) * (alpha_a * alpha_b)
             out = term if out is None else out + term
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
