@@ -35,7 +35,10 @@ class RateLog:
             lines = ",\n  ".join(json.dumps(e) for e in self.entries)  # one entry a line
             Path(tmp).write_text(f'{{"blocks": {json.dumps(self.blocks)},\n "entries": [\n  {lines}\n ]}}\n')
         if self.entries:
-            plot_rates(self.blocks, self.entries, self.plot_path)
+            try:
+                plot_rates(self.blocks, self.entries, self.plot_path)
+            except ImportError:  # matplotlib is the optional extra atrous[plots]; rates.json has it all
+                pass
 
 
 def plot_rates(blocks: Sequence[str], entries: Sequence[dict], path) -> None:
