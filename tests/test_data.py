@@ -52,3 +52,34 @@ def test_real_camvid_segnet_layout():
     assert set(np.unique(mask)) <= set(range(11)) | {255}
     x, y = ds[0]
     assert x.shape == (3, 360, 480) and y.shape == (360, 480)
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"{CAMVID} is absent")
+@pytest.mark.filterwarnings("ignore:.*never occur")  # 4 frames lack fence and bicyclist
+def test_real_camvid_class_uniform_crops_show_the_class():
+    from atrous.data import ClassUniformSampler
+
+    spec = {"dataset": "camvid", "root": str(CAMVID),
+            "transforms": {"train": {"scale": {"shorter_side": [288, 720]}, "crop": [128, 128], "hflip": 0.5,
+                                     "randaug": {"num_ops": 2, "magnitude": 0.2}}}}
+    ds = build_dataset(spec, "train", train=True)
+    ds.files = ds.files[:4]  # a few real frames keep this fast
+    sampler = ClassUniformSampler(ds, percent=1.0, num_samples=8, seed=0, progress=False)
+    for request in sampler:
+        x, y = ds[request]
+        assert x.shape == (3, 128, 128)
+        # the crop holds the class even after RandAug's rotation (<= 6 degrees here)
+        assert (y == request.class_id).any(), request
+
+
+def test_toy_class_is_shown_only_at_the_bottom():
+    spec = {"dataset": "toy", "size": [40, 96], "widths": [3, 6], "count": 2, "num_classes": 5,
+            "cue": 5, "noise": 0, "seed": 0}
+    ds = build_dataset(spec, "train", train=False)
+    image, mask = ds.load(0)
+    rgb = np.asarray(image)
+    body, cue = rgb[:35][mask[:35] > 0], rgb[35:][mask[35:] > 0]
+    assert (body == 160).all()  # every rectangle looks the same above its cue
+    colours = np.asarray(ds.palette)[mask[35:][mask[35:] > 0]]
+    assert np.array_equal(cue, colours)  # the cue shows the class colour
+    assert len(np.unique(mask[mask > 0])) > 1 and (mask == 0).any()

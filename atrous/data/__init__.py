@@ -11,6 +11,7 @@ from .camvid import CamVid
 from .classes import CLASS_NAMES, IGNORE_INDEX, PALETTES, colorize, palette_for
 from .datasets import ADE20K, BDD100K, Cityscapes
 from .folder import FolderDataset
+from .preview import preview_grid, save_preview
 from .randaug import RandAugment
 from .sampler import ClassPresence, ClassUniformSampler
 from .toy import ToyRectangles
@@ -20,5 +21,5 @@ __all__ = [
     "ADE20K", "BDD100K", "CLASS_NAMES", "CamVid", "Cityscapes", "ClassPresence", "ClassUniformSampler",
     "DATASETS", "DataError", "FolderDataset", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "PALETTES",
     "RandAugment", "SampleRequest", "SegTransform", "SegmentationDataset", "ToyRectangles", "build_dataset",
-    "build_sampler", "build_transforms", "check_spec", "colorize", "palette_for",
+    "build_sampler", "build_transforms", "check_spec", "colorize", "palette_for", "preview_grid", "save_preview",
 ]

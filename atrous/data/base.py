@@ -8,14 +8,18 @@ lookup table from the values stored in its masks to train ids (``0..C-1`` or 255
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from .classes import IGNORE_INDEX, palette_for
 
@@ -45,32 +49,39 @@ def read_image(path) -> Image.Image:
             return im.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: image file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from None
 
 
-def read_mask(path) -> np.ndarray:
-    """The stored mask values: HxW for index masks (L, P, I;16 ...), HxWx3 for RGB label images."""
+def read_mask(path, rgb: bool = False) -> np.ndarray:
+    """The stored mask values: HxW for index masks (L, P, I;16 ...), HxWx3 for RGB label images
+    (and for any mask when ``rgb``, e.g. a palettised colour label picture)."""
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("RGB", "RGBA"):
+            if rgb or im.mode in ("RGB", "RGBA"):
                 return np.asarray(im.convert("RGB"))
             return np.asarray(im)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: unreadable or truncated mask ({err})") from None
 
 
 def decode_with_lut(raw: np.ndarray, table: np.ndarray, path, num_classes: int) -> np.ndarray:
     """Map stored values through ``table`` (-1 = invalid) and reject any invalid value."""
+    if raw.ndim == 3 and (raw == raw[..., :1]).all():
+        raw = raw[..., 0]  # an index mask saved as grey RGB
     if raw.ndim != 2:
         raise DataError(f"{path}: expected a single-channel index mask, got shape {raw.shape}")
-    raw = raw.astype(np.int64, copy=False)
-    bad = (raw < 0) | (raw >= len(table))
-    mask = table[np.where(bad, 0, raw)]
-    bad |= mask < 0
+    if raw.dtype == np.uint8 and len(table) >= 256:
+        mask = table[raw]  # every uint8 value indexes the table: only the mapping can be invalid
+        bad = mask < 0
+    else:
+        raw = raw.astype(np.int64, copy=False)
+        bad = (raw < 0) | (raw >= len(table))
+        mask = table[np.where(bad, 0, raw)]
+        bad |= mask < 0
     if bad.any():
         values = np.unique(raw[bad])[:10].tolist()
         raise DataError(f"{path}: mask values {values} are neither a class (0..{num_classes - 1} "
@@ -98,6 +109,7 @@ class SegmentationDataset(Dataset):
 
     ignore_index = IGNORE_INDEX
     mask_table: np.ndarray | None = None
+    rgb_masks = False  # masks are colour pictures (read as RGB whatever their PNG mode)
 
     def __init__(self, classes, palette=None, transform=None, name: str = "dataset",
                  split: str = "", skip_bad: bool = False):
@@ -133,13 +145,14 @@ class SegmentationDataset(Dataset):
         self.files = kept
         if self.skip_bad:
             good = []
-            for index, pair in enumerate(self.files):
-                try:
-                    self.load(index)
-                except DataError as err:
-                    self.skipped.append((pair[0], str(err)))
-                else:
-                    good.append(pair)
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                problems = pool.map(self._problem, range(len(self.files)))
+                for pair, problem in zip(self.files, tqdm(problems, total=len(self.files), leave=False,
+                                                          desc=f"checking {self.name} {self.split}")):
+                    if problem:
+                        self.skipped.append((pair[0], problem))
+                    else:
+                        good.append(pair)
             self.files = good
         if self.skipped:
             warnings.warn(f"{self.name} {self.split}: skipped {len(self.skipped)} bad sample(s) of "
@@ -147,6 +160,14 @@ class SegmentationDataset(Dataset):
         if not self.files:
             raise DataError(f"{where}: split {self.split!r} of {self.name} is empty"
                             + (f" after skipping {len(self.skipped)} bad sample(s)" if self.skipped else ""))
+
+    def _problem(self, index: int) -> str | None:
+        """Why sample ``index`` is bad, or None."""
+        try:
+            self.load(index)
+        except DataError as err:
+            return str(err)
+        return None
 
     # ------------------------------------------------------------------ samples
     def __len__(self) -> int:
@@ -160,7 +181,7 @@ class SegmentationDataset(Dataset):
         """``(PIL RGB image, int64 HxW mask of train ids)`` before any transform, checked."""
         image_path, mask_path = self.files[index]
         image = read_image(image_path)
-        raw = read_mask(mask_path)
+        raw = read_mask(mask_path, self.rgb_masks)
         if raw.shape[:2] != (image.height, image.width):
             raise DataError(f"{mask_path}: mask is {raw.shape[1]}x{raw.shape[0]} (WxH) but image "
                             f"{image_path} is {image.width}x{image.height}")
@@ -169,7 +190,7 @@ class SegmentationDataset(Dataset):
     def load_mask(self, index: int) -> np.ndarray:
         """The int64 train-id mask of sample ``index`` alone (for class statistics)."""
         mask_path = self.files[index][1]
-        return self.decode_mask(read_mask(mask_path), mask_path)
+        return self.decode_mask(read_mask(mask_path, self.rgb_masks), mask_path)
 
     def __getitem__(self, item):
         request = item if isinstance(item, SampleRequest) else SampleRequest(int(item))
@@ -180,14 +201,32 @@ class SegmentationDataset(Dataset):
         return self.transform(image, mask, rng=rng, center=request.center)
 
     # ------------------------------------------------------------------ class-uniform sampling
-    def class_presence(self, tile_size: int = 1024, progress: bool = True):
+    def class_presence(self, tile_size: int = 1024, progress: bool = True, cache_dir=None):
         """Per-image class pixel counts and per-class crop centres, computed once and cached on
-        the dataset. See :func:`atrous.data.sampler.compute_class_presence`."""
-        if self._presence is None or self._presence.tile_size != tile_size:
-            from .sampler import compute_class_presence
+        the dataset, and in ``cache_dir`` when given (keyed by the files, their sizes and times,
+        so a changed mask is re-read). See :func:`atrous.data.sampler.compute_class_presence`."""
+        if self._presence is not None and self._presence.tile_size == tile_size:
+            return self._presence
+        from .sampler import compute_class_presence, load_presence, save_presence
 
+        path = None
+        if cache_dir is not None:
+            path = Path(cache_dir) / f"class_presence-{self.name}-{self._fingerprint(tile_size)}.npz"
+            self._presence = load_presence(path)
+        if self._presence is None:
             self._presence = compute_class_presence(self, tile_size=tile_size, progress=progress)
+            if path is not None:
+                save_presence(self._presence, path)
         return self._presence
+
+    def _fingerprint(self, tile_size: int) -> str:
+        digest = hashlib.sha1(f"{type(self).__name__}|{self.classes}|{tile_size}|{self.split}".encode())
+        for image_path, mask_path in self.files:
+            stat = os.stat(mask_path)
+            digest.update(f"|{image_path}|{mask_path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        if not self.files:
+            digest.update(repr(self).encode())
+        return digest.hexdigest()[:16]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, samples={len(self)}, "

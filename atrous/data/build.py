@@ -8,6 +8,8 @@
       layout: auto               # dataset-specific options (see OPTIONS)
       skip_bad: false            # true: leave out bad samples and warn with their count
       class_uniform: 0.0         # share of class-uniform samples (RegSeg Cityscapes: 0.5)
+      tile_size: 1024            # class-uniform crop centres: one per class per tile
+      cache_dir: null            # folder caching the class statistics between runs
       transforms:
         train: {scale: {shorter_side: [288, 1152]}, crop: [720, 960], hflip: 0.5}
         val: {}
@@ -29,7 +31,7 @@ DATASETS = {
     "bdd100k": BDD100K,
     "folder": FolderDataset,
 }
-COMMON_KEYS = ("dataset", "root", "skip_bad", "transforms", "class_uniform", "tile_size")
+COMMON_KEYS = ("dataset", "root", "skip_bad", "transforms", "class_uniform", "tile_size", "cache_dir")
 OPTIONS = {
     "toy": ("size", "widths", "count", "num_classes", "seed", "cue", "noise"),
     "camvid": ("layout",),
@@ -82,4 +84,5 @@ def build_sampler(spec: dict, dataset, seed: int = 0, num_replicas: int = 1, ran
     return ClassUniformSampler(dataset, percent=float(spec.get("class_uniform", 0.0) or 0.0),
                                num_samples=num_samples, seed=seed, shuffle=shuffle,
                                num_replicas=num_replicas, rank=rank,
-                               tile_size=int(spec.get("tile_size", 1024)), progress=rank == 0)
+                               tile_size=int(spec.get("tile_size", 1024)), progress=rank == 0,
+                               cache_dir=spec.get("cache_dir"))

@@ -76,6 +76,7 @@ class CamVid(SegmentationDataset):
             for part in split_parts(split):
                 files += self._segnet_files(root, part)
         else:
+            self.rgb_masks = True
             colours = read_class_dict(root / "class_dict.csv")
             self._colour_keys = np.array(sorted(colours), dtype=np.int64)
             self._colour_ids = np.array([colours[k] for k in self._colour_keys], dtype=np.int64)

@@ -11,8 +11,11 @@ from .classes import (ADE20K_CLASSES, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IG
                       PALETTES, cityscapes_label_lut, identity_lut, lut)
 
 
-def split_parts(split: str) -> list[str]:
-    """``"train+val"`` -> ``["train", "val"]`` (RegSeg trains on trainval for the test server)."""
+def split_parts(split: str, trainval_alias: bool = True) -> list[str]:
+    """``"train+val"`` -> ``["train", "val"]``; ``"trainval"`` (the official RegSeg configs' name,
+    for the test-server runs) means the same unless ``trainval_alias`` is off."""
+    if trainval_alias and split == "trainval":
+        return ["train", "val"]
     parts = [p for p in split.split("+") if p]
     if not parts:
         raise ValueError(f"split {split!r}: expected a name like 'train' or 'train+val'")

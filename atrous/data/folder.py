@@ -57,7 +57,7 @@ class FolderDataset(SegmentationDataset):
         super().__init__(names, palette or palette_for(names), transform, "folder", split, skip_bad)
         self.mask_table = identity_lut(len(names))
         files = []
-        for part in split_parts(split):
+        for part in split_parts(split, trainval_alias=False):
             files += self._part_files(root, part)
         self._finish(files, root / "images" / split)
 

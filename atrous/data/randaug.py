@@ -22,7 +22,7 @@ _ENHANCERS = {"color": ImageEnhance.Color, "contrast": ImageEnhance.Contrast,
               "brightness": ImageEnhance.Brightness, "sharpness": ImageEnhance.Sharpness}
 
 
-def rotate_pair(image: Image.Image, mask: np.ndarray, degrees: float, fill=(124, 116, 104),
+def rotate_pair(image: Image.Image, mask: np.ndarray, degrees: float, fill=(123, 116, 103),
                 ignore_index: int = IGNORE_INDEX):
     """Rotate image (bilinear, ``fill`` outside) and mask (nearest, ignore outside) about the centre."""
     image = image.rotate(degrees, resample=Image.BILINEAR, fillcolor=tuple(int(v) for v in fill))
@@ -51,7 +51,7 @@ class RandAugment:
     """``num_ops`` ops drawn without replacement from ``ops``, each at ``magnitude`` (0..1)."""
 
     def __init__(self, num_ops: int = 2, magnitude: float = 0.2, ops=REDUCED_OPS,
-                 fill=(124, 116, 104), ignore_index: int = IGNORE_INDEX):
+                 fill=(123, 116, 103), ignore_index: int = IGNORE_INDEX):
         ops = tuple(ops)
         unknown = [op for op in ops if op not in REDUCED_OPS]
         if unknown:

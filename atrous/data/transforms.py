@@ -11,8 +11,9 @@ Keys (applied in this order, each optional):
                   uniformly) or ``{factor: [lo, hi]}`` (DSNet [0.4, 1.6], DWRSeg [0.25, 1.5]); add
                   ``sampling: log_uniform`` to draw in log space. A bare ``[lo, hi]`` means a
                   shorter side when both are >= 16 and a factor otherwise.
-``crop``          ``[h, w]``: random crop; smaller images are padded at the bottom/right with the
-                  mean colour and ignore. With a class-uniform ``center`` the crop contains it.
+``crop``          ``[h, w]``: random crop; a side shorter than the crop is padded at a random
+                  place with the mean colour and ignore (as the official RegSeg code). With a
+                  class-uniform ``center`` the crop contains it.
 ``hflip``         probability of a horizontal flip.
 ``randaug``       ``{num_ops: 2, magnitude: 0.2, ops: [...]}``, RegSeg's reduced RandAugment.
 ``color_jitter``  ``{brightness, contrast, saturation, hue, prob}`` (DWRSeg's colour jittering),
@@ -43,12 +44,17 @@ TRAIN_KEYS = ("scale", "crop", "hflip", "randaug", "color_jitter", "resize", "re
 EVAL_KEYS = ("resize", "resize_mask", "normalize")
 
 
+def nearest_indices(out_len: int, in_len: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Source index of output pixels ``start..stop-1`` when resizing ``in_len`` -> ``out_len`` by
+    nearest neighbour (pixel centres)."""
+    out = np.arange(start, out_len if stop is None else stop)
+    return np.minimum(((out + 0.5) * in_len / out_len).astype(np.intp), in_len - 1)
+
+
 def resize_mask_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of an integer mask (pixel centres), exact for any ids."""
     h, w = mask.shape
-    ys = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.intp), h - 1)
-    xs = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.intp), w - 1)
-    return mask[ys[:, None], xs[None, :]]
+    return mask[nearest_indices(height, h)[:, None], nearest_indices(width, w)[None, :]]
 
 
 def _pair(value, key):
@@ -75,26 +81,52 @@ class RandomScale:
             raise ValueError(f"transform key 'scale': range must be positive, got {[self.lo, self.hi]}")
         self.sampling = sampling
 
-    def __call__(self, image, mask, rng, center):
-        w, h = image.size
+    def plan(self, width: int, height: int, rng, center):
+        """Draw the new size ``(nw, nh)`` and move ``center`` with it."""
         if self.sampling == "log_uniform":
             value = math.exp(rng.uniform(math.log(self.lo), math.log(self.hi)))
         elif self.mode == "shorter_side":
             value = float(rng.integers(int(self.lo), int(self.hi) + 1))
         else:
             value = rng.uniform(self.lo, self.hi)
-        scale = value / min(w, h) if self.mode == "shorter_side" else value
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        image = image.resize((nw, nh), Image.BILINEAR)
-        mask = resize_mask_nearest(mask, nh, nw)
+        scale = value / min(width, height) if self.mode == "shorter_side" else value
+        nw, nh = max(1, round(width * scale)), max(1, round(height * scale))
         if center is not None:
-            center = (min(nh - 1, int(center[0] * nh / h)), min(nw - 1, int(center[1] * nw / w)))
-        return image, mask, center
+            center = (min(nh - 1, int(center[0] * nh / height)), min(nw - 1, int(center[1] * nw / width)))
+        return nw, nh, center
+
+    def __call__(self, image, mask, rng, center):
+        nw, nh, center = self.plan(*image.size, rng, center)
+        return image.resize((nw, nh), Image.BILINEAR), resize_mask_nearest(mask, nh, nw), center
+
+
+def window_start(length: int, size: int, rng, c=None) -> int:
+    """Start of a random window of ``size`` along an axis of ``length``. A longer axis gives a window
+    inside it; a shorter one a window around it, i.e. padding at a random place (as the official
+    RegSeg code pads). With ``c`` the window contains position ``c``."""
+    lo, hi = min(0, length - size), max(0, length - size)
+    if c is not None:
+        lo, hi = max(lo, c - size + 1), min(hi, c)
+    return int(rng.integers(lo, hi + 1))
+
+
+def paste_window(image, mask, y0, x0, height, width, fill, ignore_index):
+    """The ``height x width`` window at ``(y0, x0)`` of (image, mask); outside them: fill / ignore."""
+    w, h = image.size
+    if 0 <= y0 and 0 <= x0 and y0 + height <= h and x0 + width <= w:
+        return image.crop((x0, y0, x0 + width, y0 + height)), mask[y0:y0 + height, x0:x0 + width]
+    canvas = Image.new("RGB", (width, height), fill)
+    out = np.full((height, width), ignore_index, dtype=mask.dtype)
+    ya, yb, xa, xb = max(y0, 0), min(y0 + height, h), max(x0, 0), min(x0 + width, w)
+    canvas.paste(image.crop((xa, ya, xb, yb)), (xa - x0, ya - y0))
+    out[ya - y0:yb - y0, xa - x0:xb - x0] = mask[ya:yb, xa:xb]
+    return canvas, out
 
 
 class RandomCrop:
-    """Random ``[h, w]`` crop; pads smaller images (mean colour / ignore) at the bottom/right. With a
-    class-uniform ``center`` the window is drawn among those that contain it."""
+    """Random ``[h, w]`` crop; along a side shorter than the crop the image is padded (mean colour,
+    ignore) at a random place, as the official code does. With a class-uniform ``center`` the
+    window is drawn among those that contain it."""
 
     def __init__(self, size, fill, ignore_index=IGNORE_INDEX):
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(int(s) > 0 for s in size)):
@@ -102,34 +134,49 @@ class RandomCrop:
         self.height, self.width = int(size[0]), int(size[1])
         self.fill, self.ignore_index = tuple(int(v) for v in fill), ignore_index
 
+    def place(self, height: int, width: int, rng, center):
+        """The window's top-left corner (may be negative: padding)."""
+        y0 = window_start(height, self.height, rng, None if center is None else center[0])
+        x0 = window_start(width, self.width, rng, None if center is None else center[1])
+        return y0, x0
+
+    def __call__(self, image, mask, rng, center):
+        y0, x0 = self.place(image.height, image.width, rng, center)
+        image, mask = paste_window(image, mask, y0, x0, self.height, self.width, self.fill, self.ignore_index)
+        return image, mask, None if center is None else (center[0] - y0, center[1] - x0)
+
+
+class ScaleThenCrop:
+    """``scale`` followed by ``crop``, computed on the crop window only: the image is resampled only
+    where the crop lands (PIL resize with a source box) and the mask indexed only there. The random
+    draws and the mask are those of the two steps in turn; the image differs by PIL's rounding
+    (at most 2 grey levels). At RegSeg's Cityscapes setting it resamples the 1024x1024 window
+    instead of frames of up to 3200x1600."""
+
+    def __init__(self, scale: RandomScale, crop: RandomCrop):
+        self.scale, self.crop = scale, crop
+
     def __call__(self, image, mask, rng, center):
         w, h = image.size
-        ph, pw = max(self.height - h, 0), max(self.width - w, 0)
-        if ph or pw:
-            padded = Image.new("RGB", (w + pw, h + ph), self.fill)
-            padded.paste(image, (0, 0))
-            image = padded
-            mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=self.ignore_index)
-            h, w = h + ph, w + pw
-        y0, x0 = self._offset(h, self.height, rng, None if center is None else center[0]), \
-            self._offset(w, self.width, rng, None if center is None else center[1])
-        image = image.crop((x0, y0, x0 + self.width, y0 + self.height))
-        mask = mask[y0:y0 + self.height, x0:x0 + self.width]
-        if center is not None:
-            center = (center[0] - y0, center[1] - x0)
-        return image, mask, center
-
-    @staticmethod
-    def _offset(length, size, rng, c):
-        if c is None:
-            return int(rng.integers(0, length - size + 1))
-        lo, hi = max(0, c - size + 1), min(c, length - size)
-        return int(rng.integers(lo, hi + 1)) if lo <= hi else int(rng.integers(0, length - size + 1))
+        nw, nh, center = self.scale.plan(w, h, rng, center)
+        crop = self.crop
+        y0, x0 = crop.place(nh, nw, rng, center)
+        ya, yb = max(y0, 0), min(y0 + crop.height, nh)  # the window's part inside the scaled image
+        xa, xb = max(x0, 0), min(x0 + crop.width, nw)
+        part = image.resize((xb - xa, yb - ya), Image.BILINEAR, box=(xa * w / nw, ya * h / nh, xb * w / nw, yb * h / nh))
+        part_mask = mask[nearest_indices(nh, h, ya, yb)[:, None], nearest_indices(nw, w, xa, xb)[None, :]]
+        if (yb - ya, xb - xa) != (crop.height, crop.width):
+            canvas = Image.new("RGB", (crop.width, crop.height), crop.fill)
+            canvas.paste(part, (xa - x0, ya - y0))
+            out = np.full((crop.height, crop.width), crop.ignore_index, dtype=mask.dtype)
+            out[ya - y0:yb - y0, xa - x0:xb - x0] = part_mask
+            part, part_mask = canvas, out
+        return part, part_mask, None if center is None else (center[0] - y0, center[1] - x0)
 
 
 class HorizontalFlip:
     def __init__(self, prob: float):
-        if not 0.0 <= float(prob) <= 1.0:
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= float(prob) <= 1.0:
             raise ValueError(f"transform key 'hflip': expected a probability in [0, 1], got {prob!r}")
         self.prob = float(prob)
 
@@ -149,6 +196,8 @@ class ColorJitter:
         self.ranges = {}
         for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             lo, hi = _pair(value, f"color_jitter.{name}")
+            if lo < 0:
+                raise ValueError(f"transform key 'color_jitter.{name}': expected values >= 0, got {value!r}")
             if isinstance(value, (int, float)):
                 lo, hi = max(0.0, 1.0 - value), 1.0 + value
             if (lo, hi) != (1.0, 1.0):
@@ -264,13 +313,15 @@ def build_transforms(cfg: dict | None, train: bool) -> SegTransform:
     mean, std = tuple(norm.get("mean", IMAGENET_MEAN)), tuple(norm.get("std", IMAGENET_STD))
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"transform key 'normalize': expected 3 means and 3 positive stds, got {norm}")
-    fill = tuple(int(round(255 * m)) for m in mean)
+    fill = tuple(int(255 * m) for m in mean)  # as the official code: (123, 116, 103) for ImageNet
     steps = []
-    if cfg.get("scale") is not None:
-        steps.append(_scale_from(cfg["scale"]))
-    if cfg.get("crop") is not None:
-        steps.append(RandomCrop(cfg["crop"], fill))
-    if cfg.get("hflip"):
+    scale = _scale_from(cfg["scale"]) if cfg.get("scale") is not None else None
+    crop = RandomCrop(cfg["crop"], fill) if cfg.get("crop") is not None else None
+    if scale and crop:
+        steps.append(ScaleThenCrop(scale, crop))
+    else:
+        steps += [step for step in (scale, crop) if step is not None]
+    if cfg.get("hflip") is not None:
         steps.append(HorizontalFlip(cfg["hflip"]))
     if cfg.get("randaug") is not None:
         steps.append(_RandAugStep(RandAugment(fill=fill, **_kwargs(cfg["randaug"], "randaug",

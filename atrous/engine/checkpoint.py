@@ -22,7 +22,7 @@ from torch import nn
 
 from ..utils import atomic_path
 
-CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pt$")
+CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pt")
 
 
 # --------------------------------------------------------------------------- random states
@@ -71,8 +71,17 @@ def list_checkpoints(folder) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.search(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.fullmatch(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def remove_partial_files(folder) -> list[Path]:
+    """Delete temp files that a killed process left behind mid-write (atomic_path's ``.tmp-*``)."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".tmp-*")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def latest_checkpoint(folder) -> Path | None:

@@ -92,7 +92,7 @@ def merge(base: dict, update: dict, where: str = "", source: str = "recipe") -> 
 def recipe_path(recipe: str | Path) -> Path:
     """A bundled recipe name or a YAML path -> an existing file."""
     path = Path(recipe)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"recipe {str(path)!r} does not exist")
         return path
@@ -115,7 +115,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ValueError(f"--set {text!r}: empty key")
-    return key.split("."), yaml.safe_load(raw) if raw.strip() else None
+    return key.split("."), read_value(raw)
+
+
+def read_value(raw: str):
+    """A YAML scalar/list/mapping; numbers like ``1e-3`` (strings in YAML 1.1) become floats."""
+    if not raw.strip():
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:

@@ -56,6 +56,8 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, sync_bn: 
     if not info.enabled:
         return model
     if sync_bn:
+        if device.type != "cuda":
+            raise ValueError("model.sync_bn: SyncBatchNorm works on CUDA only; set model.sync_bn=false on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)

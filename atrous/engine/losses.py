@@ -77,10 +77,11 @@ class DSNetOHEM(nn.Module):
         valid = (target != self.ignore_index).flatten()
         if not valid.any():
             return logits.sum() * 0.0
-        safe = target.clone()
-        safe[safe == self.ignore_index] = 0
-        prob = logits.softmax(1).gather(1, safe.unsqueeze(1)).flatten()[valid]
-        prob, order = prob.sort()
+        with torch.no_grad():  # the probabilities only select pixels
+            safe = target.clone()
+            safe[safe == self.ignore_index] = 0
+            prob = logits.softmax(1).gather(1, safe.unsqueeze(1)).flatten()[valid]
+            prob, order = prob.sort()
         cut = max(float(prob[min(self.min_kept, prob.numel() - 1)]), self.threshold)
         return losses[valid][order][prob < cut].mean() if bool((prob < cut).any()) else logits.sum() * 0.0
 

@@ -41,7 +41,7 @@ def plot_curves(metrics_path, out_path) -> Path:
                         textcoords="offset points", xytext=(-10, 6))
     ax.set(xlabel="iteration", ylabel="mIoU (%)", title=f"{evals[-1]['split'] if evals else 'val'} mIoU")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
@@ -76,7 +76,7 @@ def plot_prediction(model, dataset, out_path, device="cpu", shorter_side=None, i
         ax.imshow(picture, interpolation="nearest")
         ax.set_title(title)
         ax.axis("off")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.03)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

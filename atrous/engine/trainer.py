@@ -186,9 +186,12 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
             raise ValueError(f"--resume: the configuration differs from {saved_cfg}; resume with the same recipe and --set values")
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(config))
+        ckpt.remove_partial_files(ckpt_dir)
     barrier(info)
 
     seed = int(config["seed"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the papers; bitwise resume is promised on CPU only
     train_set, val_set = datasets if datasets is not None else build_datasets(config)
     model = build_model(config, train_set.num_classes).to(device)
     plan = EpochPlan(train_set, int(tcfg["batch_size"]), info.world_size, info.rank, seed,
@@ -241,6 +244,7 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
         items = plan.items(epoch)[position * plan.batch_size:]
         loader = torch.utils.data.DataLoader(SeededSamples(train_set, items), batch_size=plan.batch_size,
                                              shuffle=False, num_workers=int(tcfg["num_workers"]),
+                                             pin_memory=device.type == "cuda",
                                              generator=torch.Generator().manual_seed(seed + epoch))
         for images, target in loader:
             images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
@@ -319,10 +323,13 @@ def _finish(config, out, model, val_set, ecfg, device, info, it, best, log, prog
                 summary["best"] = {"miou": best["miou"], "iter": best["iter"], "label":
                                    f"best of {best['evaluations']} evaluations on {ecfg['split']} (selected on the evaluation set)"}
                 write_json(out / "best.json", summary["best"])
-        from .plots import plot_curves, plot_prediction
+        try:
+            from .plots import plot_curves, plot_prediction
 
-        plot_curves(out / "metrics.jsonl", out / "curves.png")
-        if val_set is not None:
-            plot_prediction(model, val_set, out / "prediction.png", device, ecfg["shorter_side"])
+            plot_curves(out / "metrics.jsonl", out / "curves.png")
+            if val_set is not None:
+                plot_prediction(model, val_set, out / "prediction.png", device, ecfg["shorter_side"])
+        except ImportError as exc:  # matplotlib is the optional extra atrous[plots]
+            print(f"no curves.png/prediction.png: {exc}; install matplotlib (pip install 'atrous[plots]')")
     barrier(info)
     return summary
