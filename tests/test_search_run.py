@@ -73,3 +73,13 @@ def test_search_resumes_to_the_same_rates_and_log(tmp_path):
     assert main(args + ["--resume"]) == 0
     assert json.loads((out / "rates.json").read_text()) == first
     assert main(args + ["--resume", "--set", "search.lr=1.0"]) == 2  # another search section
+
+
+def test_search_recipes_are_apart_from_training_recipes():
+    from atrous.engine import list_recipes
+    from atrous.search.run import search_recipe_path
+
+    assert "search_toy" not in list_recipes()  # atrous train's recipes load without a search section
+    assert search_recipe_path("search_toy").parent.name == "search"
+    with pytest.raises(FileNotFoundError, match="bundled search recipes: search_toy"):
+        search_recipe_path("no_such_recipe")

@@ -15,13 +15,14 @@ import yaml
 from torch import nn
 
 from ..engine import build_optimizer
-from ..engine.config import DEFAULTS, apply_overrides, check_config, dump_config, merge, recipe_path
+from ..engine.config import DEFAULTS, RECIPES, apply_overrides, check_config, dump_config, merge, recipe_path
 from ..engine.trainer import TrainHooks, train
 from ..models import create_model
 from ..utils import atomic_path
 from .log import RateLog
 from .rounding import describe, round_dilations, warn_bound
 
+SEARCH_RECIPES = RECIPES / "search"
 SEARCH_DEFAULTS = {
     "lr": None,  # base lr of the rates (same poly schedule and warmup); null: train.lr
     "weight_decay": 0.0,  # on the rates; 0 keeps decay from pulling every rate towards 0
@@ -29,10 +30,23 @@ SEARCH_DEFAULTS = {
 }
 
 
+def search_recipe_path(recipe) -> Path:
+    """A bundled search recipe (``atrous/recipes/search/NAME.yaml``, kept apart from the training
+    recipes, which ``atrous train`` must load without a ``search`` section) or any recipe path."""
+    bundled = SEARCH_RECIPES / f"{recipe}.yaml"
+    if not Path(recipe).exists() and bundled.is_file():
+        return bundled
+    try:
+        return recipe_path(recipe)
+    except FileNotFoundError as exc:
+        names = ", ".join(sorted(p.stem for p in SEARCH_RECIPES.glob("*.yaml")))
+        raise FileNotFoundError(f"{exc.args[0]}; bundled search recipes: {names}") from None
+
+
 def load_search_config(recipe, overrides: Iterable[str] = ()) -> tuple[dict, dict]:
     """``(training config, search section)`` of a search recipe: the training part is resolved
     exactly as ``atrous train`` resolves a recipe; ``--set search.KEY=...`` reaches the section."""
-    path = recipe_path(recipe)
+    path = search_recipe_path(recipe)
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
