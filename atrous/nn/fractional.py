@@ -77,8 +77,8 @@ def fractional_conv2d(x: torch.Tensor, weight: torch.Tensor, rate: torch.Tensor,
     out = None
     for a, alpha_a in alphas.items():
         for b, alpha_b in alphas.items():
-            w, dilation = _collapse(weight, a, b)
-            term = F.conv2d(x, w, None, stride, (a, b), dilation, groups) * (alpha_a * alpha_b)
+            w, dilation = _collapse(weight * (alpha_a * alpha_b), a, b)  # scale the small kernel, not the output
+            term = F.conv2d(x, w, None, stride, (a, b), dilation, groups)
             out = term if out is None else out + term
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
