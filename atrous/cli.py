@@ -103,6 +103,29 @@ def cmd_eval(args) -> None:
     evaluate_weights(config, args.weights, args.split, args.json)
 
 
+def cmd_search(args) -> None:
+    import warnings
+
+    from .search import DilationBoundWarning, run_search
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DilationBoundWarning)
+        r = run_search(args.recipe, args.out, args.set, resume=args.resume)
+    for w in caught:
+        if issubclass(w.category, DilationBoundWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if not r:  # a non-main process of a distributed run
+        return
+    print(f"dilations: start {r['start']}\n           searched {r['searched']}\n           found {r['found']}")
+    print(f"field of view: start {r['fov_start']:g}, searched (fractional) {r['fov_searched']:.1f}, "
+          f"found (rounded) {r['fov_found']:g}")
+    dilations = ",".join("[" + ",".join(str(d) for d in block) + "]" for block in r["found_dilations"])
+    print(f"wrote {r['found_yaml']}: retrain with  atrous train {r['found_yaml']} --out RUN\n"
+          f"  or add to another recipe:  --set model.options.dilations=[{dilations}]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atrous", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -137,6 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a recipe key, e.g. --set train.max_iters=40 (value read as YAML)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("search", help="dilation-rate search by gradient descent (RegSeg Sec 3.4): "
+                       "train regseg_search, round, write DIR/found.yaml")
+    p.add_argument("recipe", help="search recipe (bundled name, e.g. search_toy, or a YAML file)")
+    p.add_argument("--out", required=True, help="run folder: what atrous train writes, plus rates.json, "
+                   "rates.png, search.yaml, found.yaml, found.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set train.max_iters=40 or --set search.lr=0.1")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="evaluate weights: per-class IoU, mIoU, pixel accuracy (table + JSON)")
     p.add_argument("recipe", help="the recipe the weights were trained with (dataset and model)")

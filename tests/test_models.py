@@ -21,6 +21,7 @@ PARAMS = {
     "dsnet_head64": 6_551_315,
     "dsnet_head256": 10_024_278,
     "dsnet_base": 37_461_395,
+    "regseg_search": 3_334_977,  # regseg (first block as two branches) + 26 dilation rates
 }
 
 MODELS = atrous.list_models(aliases=False)  # an alias builds the same model: tested once
@@ -108,7 +109,7 @@ def test_unknown_override_is_named():
 
 def test_list_models_is_sorted_and_filters():
     assert MODELS == sorted(MODELS)
-    assert atrous.list_models("regseg*") == ["regseg", "regseg_large"]
+    assert atrous.list_models("regseg_*") == ["regseg_large", "regseg_search"]
 
 
 def test_alias_builds_the_same_model():

@@ -19,7 +19,9 @@ def lr_factor(iteration: int, max_iters: int, power: float = 0.9, warmup_iters: 
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> float:
+    """Set every group's lr to ``base_lr * factor``, times the group's ``lr_scale`` if it has one
+    (e.g. the dilation rates of ``atrous search``); returns the unscaled lr."""
     lr = base_lr * factor
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr

@@ -146,7 +146,22 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
-def train(config: dict, out_dir, resume: bool = False, progress: bool = True, datasets=None) -> dict:
+class TrainHooks:
+    """Extension points of :func:`train` (used by ``atrous search``); the defaults do nothing
+    beyond the plain trainer. ``on_start`` and ``on_epoch_end`` run on the main process only."""
+
+    def build_optimizer(self, model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
+        return build_optimizer(model, train_cfg)
+
+    def on_start(self, model: torch.nn.Module, iteration: int, resumed: bool) -> None:
+        """After the model is built (and resumed, if so), before the first step."""
+
+    def on_epoch_end(self, model: torch.nn.Module, epoch: int, iteration: int) -> None:
+        """After the last step of each epoch, and after the last step of training."""
+
+
+def train(config: dict, out_dir, resume: bool = False, progress: bool = True, datasets=None,
+          hooks: TrainHooks | None = None) -> dict:
     """Train as ``config`` says, writing DIR/config.yaml, metrics.jsonl, checkpoints/,
     model.safetensors, eval_SPLIT.json, curves.png and prediction.png. Returns a summary dict."""
     out = Path(out_dir)
@@ -154,12 +169,13 @@ def train(config: dict, out_dir, resume: bool = False, progress: bool = True, da
     device = pick_device(config["device"])
     info = init_distributed(device)
     try:
-        return _train(config, out, resume, progress and info.is_main, datasets, tcfg, ecfg, device, info)
+        return _train(config, out, resume, progress and info.is_main, datasets, tcfg, ecfg, device, info,
+                      hooks or TrainHooks())
     finally:
         cleanup(info)
 
 
-def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info) -> dict:
+def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, hooks) -> dict:
     ckpt_dir = out / "checkpoints"
     latest = ckpt.latest_checkpoint(ckpt_dir)
     if info.is_main:
@@ -182,7 +198,7 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info) ->
                      config["data"].get("class_uniform"), config["data"].get("tile_size", 1024))
     max_iters = int(tcfg["max_iters"] or tcfg["epochs"] * plan.iters_per_epoch)
     criterion = loss_from_config(config["loss"], int(getattr(train_set, "ignore_index", 255)))
-    optimizer = build_optimizer(model, tcfg)
+    optimizer = hooks.build_optimizer(model, tcfg)
     ema = EMA(model, tcfg["ema"]["alpha"], tcfg["ema"]["every"]) if tcfg["ema"]["enabled"] else None
     autocast, use_scaler = autocast_for(device, tcfg["precision"])
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
@@ -203,6 +219,8 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info) ->
         if progress:
             print(f"resumed from {latest} at iteration {start}/{max_iters}")
     log = MetricsLog(out / "metrics.jsonl", info.is_main, start if resume else None)
+    if info.is_main:
+        hooks.on_start(model, start, resume and latest is not None)
 
     def save_state(iteration: int) -> Path:
         state = {"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -247,6 +265,8 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info) ->
             scaler.step(optimizer)
             scaler.update()
             it += 1
+            if info.is_main and (it % plan.iters_per_epoch == 0 or it == max_iters):
+                hooks.on_epoch_end(model, epoch, it)
             if ema is not None:
                 ema.update(model, it)
             window.append(loss.item())
