@@ -1,0 +1,134 @@
+"""BatchNorm folding, the inference fast path, ONNX export and weight loading (issue 6), for
+every registered model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from atrous import create_model, list_models
+from atrous.deploy import fuse, prepare_inference, unfused_batchnorms
+from atrous.deploy.export import check_onnx, export_onnx, onnx_bytes, ort_session
+from atrous.deploy.weights import load_model
+from atrous.nn import ConvBNAct, DilatedConv
+
+SIZE = (64, 96)
+
+
+def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Eval model whose BatchNorms hold non-trivial statistics and affine parameters, so folding
+    them is actually exercised (fresh BNs are identities)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                    m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model.eval()
+
+
+def inputs(batch: int = 1, size=SIZE, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module", params=list_models())
+def model(request):
+    return randomized(create_model(request.param))
+
+
+def test_fuse_folds_every_batchnorm_and_keeps_outputs(model):
+    fused = fuse(model)
+    assert fused.folded_batchnorms > 0
+    assert unfused_batchnorms(fused) == []
+    assert len(unfused_batchnorms(model)) == fused.folded_batchnorms  # the original is untouched
+    x = inputs()
+    with torch.no_grad():
+        expected, got = model(x), fused(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert not fused.training
+
+
+def test_fuse_is_exact_in_float64(model):
+    double = model.double()
+    try:
+        x = inputs().double()
+        with torch.no_grad():
+            torch.testing.assert_close(fuse(double)(x), double(x), rtol=0, atol=1e-10)
+    finally:
+        model.float()
+
+
+def test_fast_path_matches_eager(model):
+    fast = prepare_inference(model)
+    x = inputs(batch=2)
+    with torch.no_grad():
+        expected = model(x)
+    got = fast(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_export_parity_with_onnxruntime(model):
+    session = ort_session(onnx_bytes(model, SIZE))
+    assert check_onnx(model, session, SIZE) <= 1e-4
+
+
+def test_fold_splits_batchnorm_over_dilated_branches():
+    block = ConvBNAct(32, 32, conv=DilatedConv(32, (1, 2, 4, 8), group_width=8))
+    randomized(block, seed=3)
+    fused = fuse(block)
+    assert isinstance(fused.bn, nn.Identity)
+    assert all(b.bias is not None for b in fused.conv.branches)
+    x = torch.randn(2, 32, 20, 24)
+    torch.testing.assert_close(fused(x), block(x), rtol=0, atol=1e-5)
+
+
+def test_batchnorm_not_after_a_conv_is_left_alone():
+    seq = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4))
+    fused = fuse(randomized(seq))
+    assert unfused_batchnorms(fused) == ["1"]
+    x = torch.randn(1, 4, 8, 8)
+    torch.testing.assert_close(fused(x), seq(x), rtol=0, atol=1e-5)
+
+
+def test_dynamic_export_runs_at_other_sizes(tmp_path):
+    model = randomized(create_model("regseg"))
+    result = export_onnx(model, tmp_path / "regseg.onnx", (64, 128), dynamic=True)
+    assert all(d <= 1e-4 for d in result["max_abs_diff"].values()) and len(result["max_abs_diff"]) == 2
+    session = ort_session(str(tmp_path / "regseg.onnx"))
+    assert check_onnx(model, session, (70, 90), batch=2) <= 1e-4
+
+
+def test_cli_export_without_weights_warns(tmp_path, capsys):
+    from atrous.cli import main
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", "regseg", "--onnx", str(out), "--size", "64x64"]) == 0
+    captured = capsys.readouterr()
+    assert "initial (untrained) weights" in captured.err
+    assert out.is_file() and "max |diff|" in captured.out
+
+
+def test_weights_metadata_sets_classes_and_name(tmp_path):
+    from safetensors.torch import save_file
+
+    source = randomized(create_model("regseg", num_classes=11))
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path),
+              metadata={"model": "regseg", "num_classes": "11"})
+    loaded = load_model("regseg", path)
+    assert loaded.num_classes == 11 and not loaded.training
+    x = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), source(x))
+    with pytest.raises(ValueError, match="regseg_large"):
+        load_model("regseg_large", path)
+    with pytest.raises(FileNotFoundError):
+        load_model("regseg", tmp_path / "missing.safetensors")
+    with pytest.warns(UserWarning, match="untrained"):
+        load_model("regseg")
