@@ -12,6 +12,9 @@ Backends:
 * ``compile``: ``fused`` plus ``torch.compile`` (Inductor, with weight freezing on CPU).
 * ``onnxruntime``: the unfused model exported to ONNX and run by ONNX Runtime with its default
   session options (only ``intra_op_num_threads`` set to the thread count).
+* ``onnxruntime-fused``: our folded graph (:func:`~atrous.deploy.fuse`, which also folds the
+  BatchNorms ONNX Runtime cannot, e.g. after RegSeg's split/concat dilated conv) in ONNX Runtime,
+  same session options.
 * ``int8``: the ONNX Runtime static int8 model of :mod:`atrous.deploy.quantize`, calibrated on
   random inputs (speed does not depend on the calibration data).
 
@@ -31,8 +34,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-BACKENDS = ("eager", "fused", "compile", "onnxruntime", "int8")
-FP32_BACKENDS = ("eager", "fused", "compile", "onnxruntime")
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "onnxruntime-fused", "int8")
+FP32_BACKENDS = ("eager", "fused", "compile", "onnxruntime", "onnxruntime-fused")
 
 
 @dataclass
@@ -111,7 +114,7 @@ def amp_dtype(device: str) -> torch.dtype:
 def precision_name(backend: str, device: str, amp: bool) -> str:
     if backend == "int8":
         return "int8 (static, ONNX Runtime QDQ)"
-    if amp and backend != "onnxruntime":
+    if amp and not backend.startswith("onnxruntime"):
         return f"{str(amp_dtype(device)).replace('torch.', '')} autocast"
     return "fp32"
 
@@ -123,7 +126,7 @@ def build_runner(model: nn.Module, backend: str, x: torch.Tensor, amp: bool = Fa
     device = x.device.type
     if backend not in BACKENDS:
         raise ValueError(f"backend: {backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
-    if backend in ("onnxruntime", "int8"):
+    if backend in ("onnxruntime", "onnxruntime-fused", "int8"):
         from .export import onnx_bytes, ort_session
 
         size, batch = tuple(x.shape[-2:]), x.shape[0]
@@ -134,6 +137,10 @@ def build_runner(model: nn.Module, backend: str, x: torch.Tensor, amp: bool = Fa
             from .quantize import quantize_onnx, random_calibration
 
             data = quantize_onnx(onnx_bytes(fuse(model), size, batch), random_calibration(size, batch))
+        elif backend == "onnxruntime-fused":
+            from .fuse import fuse
+
+            data = onnx_bytes(fuse(model), size, batch)
         else:
             data = onnx_bytes(model, size, batch)
         session = ort_session(data, threads=threads, device=device)
