@@ -111,7 +111,7 @@ def cmd_export(args) -> None:
         print(f"atrous export: warning: no --weights given; {args.name} is exported with its initial "
               f"(untrained) weights", file=sys.stderr)
     model = load_model(args.name, args.weights, args.num_classes, warn_untrained=False)
-    result = export_onnx(model, args.onnx, args.size, args.batch, args.dynamic, args.opset)
+    result = export_onnx(model, args.onnx, args.size, args.batch, args.dynamic, args.opset, optimize=args.optimize)
     diffs = ", ".join(f"{k}: {v:.2e}" for k, v in result["max_abs_diff"].items())
     print(f"wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB, opset {args.opset}, "
           f"{'dynamic batch/H/W' if args.dynamic else f'static {args.batch}x3x{args.size[0]}x{args.size[1]}'}); "
@@ -192,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=parse_size, default=(1024, 2048), help="HxW traced (default 1024x2048)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dynamic", action="store_true", help="free batch, height and width")
+    p.add_argument("--optimize", action="store_true",
+                   help="BatchNorm folded and static-shape rewrites (faster in ONNX Runtime)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--num-classes", type=int, default=None)
     p.set_defaults(func=cmd_export)

@@ -78,6 +78,31 @@ def test_export_parity_with_onnxruntime(model):
     assert check_onnx(model, session, SIZE) <= 1e-4
 
 
+def test_optimized_export_parity(model, tmp_path):
+    result = export_onnx(model, tmp_path / "opt.onnx", SIZE, optimize=True)
+    assert result["max_abs_diff"][f"{SIZE[0]}x{SIZE[1]}"] <= 1e-4
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node}
+    assert "BatchNormalization" not in ops
+
+
+def test_simplify_static_drops_ceil_mode_only_where_exact():
+    import onnx
+    from onnx import helper
+
+    from atrous.deploy.export import simplify_static
+
+    pool = nn.AvgPool2d(2, 2, ceil_mode=True)
+    for size, expected in (((64, 96), 0), ((63, 96), 1)):
+        data = simplify_static(onnx_bytes(nn.Sequential(pool), size))
+        node = next(n for n in onnx.load_from_string(data).graph.node if n.op_type == "AveragePool")
+        assert {a.name: helper.get_attribute_value(a) for a in node.attribute}["ceil_mode"] == expected
+        session = ort_session(data)
+        x = inputs(size=size)
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], pool(x).numpy(), atol=1e-6)
+
+
 def test_fold_splits_batchnorm_over_dilated_branches():
     block = ConvBNAct(32, 32, conv=DilatedConv(32, (1, 2, 4, 8), group_width=8))
     randomized(block, seed=3)

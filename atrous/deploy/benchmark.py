@@ -12,9 +12,9 @@ Backends:
 * ``compile``: ``fused`` plus ``torch.compile`` (Inductor, with weight freezing on CPU).
 * ``onnxruntime``: the unfused model exported to ONNX and run by ONNX Runtime with its default
   session options (only ``intra_op_num_threads`` set to the thread count).
-* ``onnxruntime-fused``: our folded graph (:func:`~atrous.deploy.fuse`, which also folds the
-  BatchNorms ONNX Runtime cannot, e.g. after RegSeg's split/concat dilated conv) in ONNX Runtime,
-  same session options.
+* ``onnxruntime-opt``: our graph for ONNX Runtime: BatchNorm folded by
+  :func:`~atrous.deploy.fuse` (also those ONNX Runtime cannot fold, after RegSeg's split/concat
+  dilated conv) and :func:`~atrous.deploy.export.simplify_static`; same session options.
 * ``int8``: the ONNX Runtime static int8 model of :mod:`atrous.deploy.quantize`, calibrated on
   random inputs (speed does not depend on the calibration data).
 
@@ -34,8 +34,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-BACKENDS = ("eager", "fused", "compile", "onnxruntime", "onnxruntime-fused", "int8")
-FP32_BACKENDS = ("eager", "fused", "compile", "onnxruntime", "onnxruntime-fused")
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "onnxruntime-opt", "int8")
+FP32_BACKENDS = ("eager", "fused", "compile", "onnxruntime", "onnxruntime-opt")
 
 
 @dataclass
@@ -126,7 +126,7 @@ def build_runner(model: nn.Module, backend: str, x: torch.Tensor, amp: bool = Fa
     device = x.device.type
     if backend not in BACKENDS:
         raise ValueError(f"backend: {backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
-    if backend in ("onnxruntime", "onnxruntime-fused", "int8"):
+    if backend in ("onnxruntime", "onnxruntime-opt", "int8"):
         from .export import onnx_bytes, ort_session
 
         size, batch = tuple(x.shape[-2:]), x.shape[0]
@@ -136,11 +136,15 @@ def build_runner(model: nn.Module, backend: str, x: torch.Tensor, amp: bool = Fa
             from .fuse import fuse
             from .quantize import quantize_onnx, random_calibration
 
-            data = quantize_onnx(onnx_bytes(fuse(model), size, batch), random_calibration(size, batch))
-        elif backend == "onnxruntime-fused":
+            from .export import simplify_static
+
+            data = quantize_onnx(simplify_static(onnx_bytes(fuse(model), size, batch)),
+                                 random_calibration(size, batch))
+        elif backend == "onnxruntime-opt":
+            from .export import simplify_static
             from .fuse import fuse
 
-            data = onnx_bytes(fuse(model), size, batch)
+            data = simplify_static(onnx_bytes(fuse(model), size, batch))
         else:
             data = onnx_bytes(model, size, batch)
         session = ort_session(data, threads=threads, device=device)

@@ -19,7 +19,7 @@ from .benchmark import FP32_BACKENDS, BenchResult, benchmark, machine_summary, m
 BEGIN = "<!-- atrous bench --all: begin (generated; edit the script, not this table) -->"
 END = "<!-- atrous bench --all: end -->"
 TARGET_SPEEDUP = 1.3
-OUR_FP32 = ("fused", "compile", "onnxruntime-fused")
+OUR_FP32 = ("fused", "compile", "onnxruntime-opt")
 
 
 def best_fp32(results: Sequence[BenchResult]) -> BenchResult | None:
