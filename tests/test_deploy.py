@@ -36,6 +36,20 @@ def inputs(batch: int = 1, size=SIZE, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
 
 
+def family_representatives() -> list[str]:
+    """The first registered variant of each family (models sharing a builder): the heavier
+    checks run once per family, the cheap ones for every model."""
+    from atrous.models import get_entry
+
+    seen, names = set(), []
+    for name in list_models():
+        builder = get_entry(name).builder
+        if builder not in seen:
+            seen.add(builder)
+            names.append(name)
+    return names
+
+
 @pytest.fixture(scope="module", params=list_models())
 def model(request):
     return randomized(create_model(request.param))
@@ -46,31 +60,13 @@ def test_fuse_folds_every_batchnorm_and_keeps_outputs(model):
     assert fused.folded_batchnorms > 0
     assert unfused_batchnorms(fused) == []
     assert len(unfused_batchnorms(model)) == fused.folded_batchnorms  # the original is untouched
-    x = inputs()
+    assert not fused.training
+    x = inputs(batch=2)
     with torch.no_grad():
         expected, got = model(x), fused(x)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
-    assert not fused.training
-
-
-def test_fuse_is_exact_in_float64(model):
-    double = model.double()
-    try:
-        x = inputs().double()
-        with torch.no_grad():
-            torch.testing.assert_close(fuse(double)(x), double(x), rtol=0, atol=1e-10)
-    finally:
-        model.float()
-
-
-def test_fast_path_matches_eager(model):
-    fast = prepare_inference(model)
-    x = inputs(batch=2)
-    with torch.no_grad():
-        expected = model(x)
-    got = fast(x)
-    assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    fast = prepare_inference(model)  # + channels_last + inference_mode
+    torch.testing.assert_close(fast(x), expected, rtol=0, atol=1e-5)
 
 
 def test_export_parity_with_onnxruntime(model):
@@ -78,11 +74,21 @@ def test_export_parity_with_onnxruntime(model):
     assert check_onnx(model, session, SIZE) <= 1e-4
 
 
-def test_optimized_export_parity(model, tmp_path):
-    result = export_onnx(model, tmp_path / "opt.onnx", SIZE, optimize=True)
-    assert result["max_abs_diff"][f"{SIZE[0]}x{SIZE[1]}"] <= 1e-4
+@pytest.mark.parametrize("name", family_representatives())
+def test_fuse_is_exact_in_float64(name):
+    double = randomized(create_model(name)).double()
+    x = inputs().double()
+    with torch.no_grad():
+        torch.testing.assert_close(fuse(double)(x), double(x), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", family_representatives())
+def test_optimized_export_parity(name, tmp_path):
     import onnx
 
+    model = randomized(create_model(name))
+    result = export_onnx(model, tmp_path / "opt.onnx", SIZE, optimize=True)
+    assert result["max_abs_diff"][f"{SIZE[0]}x{SIZE[1]}"] <= 1e-4
     ops = {n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node}
     assert "BatchNormalization" not in ops
 
