@@ -14,6 +14,18 @@ from atrous.deploy.weights import load_model
 from atrous.nn import ConvBNAct, DilatedConv
 
 SIZE = (64, 96)
+# BatchNorms with no exact fold (checked by name, so a new one fails the test): FASSD-Net's MDA
+# BN-PReLU pairs (after a ReLU or a sum, before a PReLU) and DWRSeg's decoder BN (after a concat of
+# resized maps, before a padded 3x3 conv, where the shifted zero padding would differ).
+UNFOLDABLE = {"fassdnet*": r"decoder\.\d+\.mda\.(pre|post)\.bn", "dwrseg*": r"decoder\.bn"}
+
+
+def allowed_unfused(name: str, bns: list[str]) -> list[str]:
+    import fnmatch
+    import re
+
+    pattern = next((p for glob, p in UNFOLDABLE.items() if fnmatch.fnmatch(name, glob)), None)
+    return [b for b in bns if pattern is None or not re.fullmatch(pattern, b)]
 
 
 def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -58,8 +70,9 @@ def model(request):
 def test_fuse_folds_every_batchnorm_and_keeps_outputs(model):
     fused = fuse(model)
     assert fused.folded_batchnorms > 0
-    assert unfused_batchnorms(fused) == []
-    assert len(unfused_batchnorms(model)) == fused.folded_batchnorms  # the original is untouched
+    left = unfused_batchnorms(fused)
+    assert allowed_unfused(model.variant, left) == []
+    assert len(unfused_batchnorms(model)) == fused.folded_batchnorms + len(left)  # the original is untouched
     assert not fused.training
     x = inputs(batch=2)
     with torch.no_grad():
@@ -89,8 +102,8 @@ def test_optimized_export_parity(name, tmp_path):
     model = randomized(create_model(name))
     result = export_onnx(model, tmp_path / "opt.onnx", SIZE, optimize=True)
     assert result["max_abs_diff"][f"{SIZE[0]}x{SIZE[1]}"] <= 1e-4
-    ops = {n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node}
-    assert "BatchNormalization" not in ops
+    ops = [n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node]
+    assert ops.count("BatchNormalization") == len(unfused_batchnorms(fuse(model)))
 
 
 def test_simplify_static_drops_ceil_mode_only_where_exact():
@@ -117,6 +130,41 @@ def test_fold_splits_batchnorm_over_dilated_branches():
     assert all(b.bias is not None for b in fused.conv.branches)
     x = torch.randn(2, 32, 20, 24)
     torch.testing.assert_close(fused(x), block(x), rtol=0, atol=1e-5)
+
+
+class Branchy(nn.Module):
+    """conv -> BN outside a Sequential; BN after a cat of convs; BN before an unpadded 1x1 conv
+    (folded forward); BN before a padded 3x3 conv and a BN whose input is read twice (both kept)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 2, 3, padding=2, dilation=2, bias=False)
+        self.bn_cat = nn.BatchNorm2d(8)
+        self.bn_pre = nn.BatchNorm2d(8)
+        self.point = nn.Conv2d(8, 8, 1, groups=2)
+        self.c = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn_c = nn.BatchNorm2d(8)
+        self.bn_padded = nn.BatchNorm2d(8)
+        self.padded = nn.Conv2d(8, 4, 3, padding=1)
+        self.bn_shared = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        parts = torch.split(x, [4, 4], dim=1)
+        y = self.bn_cat(torch.cat([self.a(parts[0]), self.b(parts[1])], dim=1))
+        y = self.point(self.bn_pre(torch.relu(y)))
+        y = torch.relu(self.bn_c(self.c(y)))
+        z = self.padded(self.bn_padded(y))
+        return self.bn_shared(z) + z
+
+
+def test_dataflow_patterns_outside_sequentials():
+    block = randomized(Branchy(), seed=4)
+    fused = fuse(block, example=torch.randn(1, 8, 16, 16))
+    assert sorted(unfused_batchnorms(fused)) == ["bn_padded", "bn_shared"]
+    assert fused.folded_batchnorms == 3
+    x = torch.randn(2, 8, 20, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), block(x), rtol=0, atol=1e-5)
 
 
 def test_batchnorm_not_after_a_conv_is_left_alone():

@@ -10,13 +10,17 @@ Which BatchNorms fold is decided from the module tree alone (no tracing, so mode
 branches on shapes are fine):
 
 * inside every ``nn.Sequential`` (``ConvBNAct`` is one), a BatchNorm that directly follows a
-  convolution-like child;
-* a convolution-like child is an ``nn.Conv2d`` or any module registered with
-  :func:`register_folder`, e.g. :class:`~atrous.nn.DilatedConv`, whose branches each receive their
-  own slice of the BatchNorm.
+  convolution-like child: an ``nn.Conv2d`` or any module registered with :func:`register_folder`,
+  e.g. :class:`~atrous.nn.DilatedConv`, whose branches each receive their own slice of the BatchNorm;
+* anywhere else, from the data flow of one forward pass on a small input
+  (:mod:`atrous.deploy.dataflow`): ``conv -> BN``; ``cat([conv, conv, ...]) -> BN`` (the BN
+  split over the concatenated convs, e.g. DWRSeg's DWR module); and ``BN -> conv`` when the conv
+  has no padding (exact: there is no border where the shifted zeros would differ), folded forward
+  into the conv (DWRSeg's SIR/DWR aggregation before their 1x1 conv). Each pattern requires that
+  no other op reads the intermediate result.
 
-BatchNorms in other positions (after a concatenation, before a convolution) are left as they are
-and listed by :func:`unfused_batchnorms`.
+BatchNorms in other positions (after an activation and before another activation, like
+FASSD-Net's BN-PReLU) stay, and are listed by :func:`unfused_batchnorms`.
 """
 from __future__ import annotations
 
@@ -103,20 +107,119 @@ def _fold_sequentials(model: nn.Module) -> int:
     return folded
 
 
+def fold_forward_into_conv2d(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """``conv`` becomes ``conv(x * scale + shift)`` (per input channel); exact when the conv has
+    no padding."""
+    weight = conv.weight.detach().double()
+    groups = conv.groups
+    out_c, in_per_group = weight.shape[:2]
+    s = scale.reshape(groups, 1, in_per_group)  # input channel g * in_per_group + i
+    t = shift.reshape(groups, 1, in_per_group)
+    w = weight.reshape(groups, out_c // groups, in_per_group, -1)
+    new_weight = (w * s.unsqueeze(-1)).reshape_as(weight)
+    extra = (w.sum(-1) * t).sum(-1).reshape(out_c)
+    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(out_c, dtype=torch.float64)
+    conv.weight = nn.Parameter(new_weight.to(conv.weight.dtype), requires_grad=False)
+    conv.bias = nn.Parameter((bias + extra).to(conv.weight.dtype), requires_grad=False)
+
+
+def _unpadded_conv(module: nn.Module) -> bool:
+    return (type(module) is nn.Conv2d and module.padding_mode == "zeros"
+            and all(p == 0 for p in (module.padding if not isinstance(module.padding, str) else (1,))))
+
+
+def _example_input(model: nn.Module) -> torch.Tensor:
+    param = next(model.parameters())
+    side = max(64, int(getattr(model, "min_size", 32)))
+    return torch.randn(1, 3, side, side, dtype=param.dtype, device=param.device)
+
+
+def _fold_traced(model: nn.Module, example: torch.Tensor | None) -> int:
+    """Fold the BatchNorms that the Sequential rule cannot see, from the data flow of one forward
+    pass (:class:`~atrous.deploy.dataflow.Dataflow`; see the module docstring for the patterns)."""
+    from .dataflow import Dataflow
+
+    from ..models.base import SegmentationModel
+
+    bns = {n for n, m in model.named_modules() if type(m) is nn.BatchNorm2d}
+    if not bns or (example is None and not isinstance(model, SegmentationModel)):
+        return 0  # without an example input only a segmentation model's input shape is known
+    flow = Dataflow(model, _example_input(model) if example is None else example)
+    folded = 0
+    for call in flow.calls:
+        if call.kind != "module" or call.target not in bns or not flow.called_once(call.target):
+            continue
+        if len(call.inputs) != 1 or len(call.outputs) != 1:
+            continue
+        bn = model.get_submodule(call.target)
+        source = flow.producer.get(call.inputs[0])
+        done = False
+        if source is not None and flow.only_user(call.inputs[0]) is call:
+            if source.kind == "module" and flow.called_once(source.target):
+                prev = model.get_submodule(source.target)
+                fold = _folder_for(prev)
+                if fold is not None:
+                    fold(prev, *_bn_affine(bn))
+                    done = True
+            elif source.kind == "function" and source.target is torch.cat and _cat_dim(source) in (1, -3):
+                done = _fold_into_cat(model, flow, source, bn)
+        if not done:
+            user = flow.only_user(call.outputs[0])
+            if (user is not None and user.kind == "module" and flow.called_once(user.target)
+                    and user.inputs == call.outputs and _unpadded_conv(model.get_submodule(user.target))):
+                fold_forward_into_conv2d(model.get_submodule(user.target), *_bn_affine(bn))
+                done = True
+        if done:
+            owner, _, attr = call.target.rpartition(".")
+            setattr(model.get_submodule(owner) if owner else model, attr, nn.Identity())
+            folded += 1
+    return folded
+
+
+def _cat_dim(call) -> int:
+    return call.kwargs.get("dim", call.args[1] if len(call.args) > 1 else 0)
+
+
+def _fold_into_cat(model: nn.Module, flow, cat, bn) -> bool:
+    """BN after ``cat([conv_1(.), conv_2(.), ...], dim=1)``: each conv takes its slice."""
+    convs = []
+    for t in cat.inputs:
+        producer = flow.producer.get(t)
+        if (producer is None or producer.kind != "module" or flow.only_user(t) is not cat
+                or not flow.called_once(producer.target)):
+            return False
+        conv = model.get_submodule(producer.target)
+        if type(conv) is not nn.Conv2d:
+            return False
+        convs.append(conv)
+    scale, shift = _bn_affine(bn)
+    if sum(c.out_channels for c in convs) != scale.numel():
+        return False
+    start = 0
+    for conv in convs:
+        width = conv.out_channels
+        fold_into_conv2d(conv, scale[start:start + width], shift[start:start + width])
+        start += width
+    return True
+
+
 def unfused_batchnorms(model: nn.Module) -> list[str]:
     """Names of the BatchNorm layers still in ``model``."""
     return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
+def fuse(model: nn.Module, inplace: bool = False, example: torch.Tensor | None = None) -> nn.Module:
     """An eval-mode copy of ``model`` (or ``model`` itself with ``inplace=True``) with every
-    BatchNorm that follows a convolution folded into it and replaced by ``nn.Identity``.
-    The number folded is stored as ``fused.folded_batchnorms``."""
+    BatchNorm that can be folded into a convolution folded and replaced by ``nn.Identity``.
+    ``example`` is the input of the one forward pass that finds the patterns outside
+    ``nn.Sequential`` (default for segmentation models: 1 x 3 x 64 x 64 random; other modules
+    without ``example`` get the Sequential rule only). The number folded is stored as
+    ``fused.folded_batchnorms``."""
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
     with torch.no_grad():
-        model.folded_batchnorms = _fold_sequentials(model)
+        model.folded_batchnorms = _fold_sequentials(model) + _fold_traced(model, example)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
