@@ -55,7 +55,7 @@ class BenchResult:
     fps: float
     gmacs: float  # per image
     gflops_per_s: float  # achieved: 2 x MACs / time
-    matmul_gflops_per_s: float  # the machine's fp32 matmul rate, measured alongside
+    matmul_gflops_per_s: float  # the machine's matmul rate (fp32, or the autocast dtype), measured alongside
     round_ms: tuple  # ms per image of each interleaved round (spread under load)
 
     @property
@@ -228,8 +228,8 @@ def benchmark(name: str, backends: Sequence[str] = ("eager",), size=(1024, 2048)
         if progress:
             print(f"  preparing {name} {backend} at {h}x{w}...", flush=True)
         runners[backend] = build_runner(model, backend, x, amp, threads)
-    if rate is None:
-        rate = matmul_rate(device)
+    if rate is None:  # the reference rate in the precision being timed (autocast: fp16/bf16)
+        rate = matmul_rate(device, amp_dtype(device) if amp else torch.float32)
     rounds = rounds or (4 if len(runners) > 1 else 1)
     times = time_interleaved(runners, device, warmup, iters, rounds, progress, desc=f"{name} {h}x{w}")
     results = []
@@ -255,15 +255,16 @@ def format_results(results: Sequence[BenchResult]) -> str:
     lines = [
         f"{first.model}: {first.device} ({first.device_name}), {first.threads} threads, batch {first.batch}, "
         f"{first.height}x{first.width}, {first.warmup} warm-up + {first.iters} timed iterations",
-        f"{'backend':<12} {'precision':<14} {'ms/image':>9} {'FPS':>7} {'GMACs':>7} {'GFLOP/s':>8} "
+        f"{'backend':<16} {'precision':<14} {'ms/image':>9} {'FPS':>7} {'GMACs':>7} {'GFLOP/s':>8} "
         f"{'% matmul':>8} {'speed-up':>9}  ms per round",
     ]
     for r in results:
         rounds = " ".join(f"{t:.1f}" for t in r.round_ms)
-        lines.append(f"{r.backend:<12} {r.precision.split(' (')[0]:<14} {r.ms_per_image:>9.1f} {r.fps:>7.2f} "
+        lines.append(f"{r.backend:<16} {r.precision.split(' (')[0]:<14} {r.ms_per_image:>9.1f} {r.fps:>7.2f} "
                      f"{r.gmacs:>7.2f} {r.gflops_per_s:>8.1f} {100 * r.matmul_share:>7.0f}% "
                      f"{base.ms_per_image / r.ms_per_image:>8.2f}x  {rounds}")
-    lines.append(f"machine fp32 matmul rate: {first.matmul_gflops_per_s:.1f} GFLOP/s "
+    kind = "autocast-dtype" if "autocast" in first.precision else "fp32"
+    lines.append(f"machine {kind} matmul rate: {first.matmul_gflops_per_s:.1f} GFLOP/s "
                  f"({first.threads} threads, measured now)")
     return "\n".join(lines)
 
