@@ -92,14 +92,16 @@ def cmd_bench(args) -> None:
     for b in backends:
         if b not in BACKENDS:
             raise ValueError(f"--backend: {b!r} is unknown; expected one of {', '.join(BACKENDS)} (comma-separated)")
-    if args.all:
+    if args.all:  # CPU table: 6 backends x 2 sizes x every model, so fewer iterations by default
         print(bench_all(args.models or None, backends=backends, threads=args.threads or 2,
-                        warmup=args.warmup, iters=args.iters, out=args.out))
+                        warmup=3 if args.warmup is None else args.warmup,
+                        iters=20 if args.iters is None else args.iters, out=args.out))
         return
     if not args.name:
         raise ValueError("bench: give a model NAME or --all")
     results = benchmark(args.name, backends, args.size, args.batch, args.device, args.amp, args.threads,
-                        args.warmup, args.iters, weights=args.weights)
+                        10 if args.warmup is None else args.warmup, 100 if args.iters is None else args.iters,
+                        weights=args.weights)
     print(format_results(results))
 
 
@@ -180,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eager|fused|compile|onnxruntime|int8, or several comma-separated (timed interleaved)")
     p.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA, bfloat16 on CPU")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (PyTorch and ONNX Runtime)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed iterations (protocol: 10)")
-    p.add_argument("--iters", type=int, default=100, help="timed iterations (protocol: 100)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed iterations (protocol: 10; --all: 3)")
+    p.add_argument("--iters", type=int, default=None, help="timed iterations (protocol: 100; --all: 20)")
     p.add_argument("--weights", default=None, help="optional weights (speed does not depend on them)")
     p.set_defaults(func=cmd_bench)
 
