@@ -162,10 +162,6 @@ def build_runner(model: nn.Module, backend: str, x: torch.Tensor, amp: bool = Fa
                 return model(x)
     else:
         compiled = prepare_inference(model, compile=backend == "compile")
-        if backend == "compile" and device == "cpu":
-            import torch._inductor.config as inductor_config
-
-            inductor_config.freezing = True  # constant weights: folded and prepacked for oneDNN
 
         def run():
             with autocast:

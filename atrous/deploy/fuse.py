@@ -244,7 +244,8 @@ class InferenceModel(nn.Module):
 def prepare_inference(model: nn.Module, fuse_bn: bool = True, channels_last: bool = True,
                       compile: bool = False, dtype: torch.dtype | None = None) -> nn.Module:
     """The fast inference path: BatchNorm folded (:func:`fuse`), weights in channels_last,
-    inference mode, and optionally ``torch.compile`` (Inductor; needs a C++ compiler on CPU).
+    inference mode, and optionally ``torch.compile`` (Inductor; needs a C++ compiler on CPU,
+    where Inductor's weight freezing is switched on, a process-wide setting).
 
     ``model`` itself is not modified."""
     model = fuse(model) if fuse_bn else copy.deepcopy(model).eval()
@@ -253,5 +254,9 @@ def prepare_inference(model: nn.Module, fuse_bn: bool = True, channels_last: boo
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile:
+        if next(model.parameters()).device.type == "cpu":
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True  # weights as constants: folded and prepacked for oneDNN (global)
         model = torch.compile(model, dynamic=False)
     return InferenceModel(model, channels_last).eval()
