@@ -124,6 +124,67 @@ def cmd_search(args) -> None:
     dilations = ",".join("[" + ",".join(str(d) for d in block) + "]" for block in r["found_dilations"])
     print(f"wrote {r['found_yaml']}: retrain with  atrous train {r['found_yaml']} --out RUN\n"
           f"  or add to another recipe:  --set model.options.dilations=[{dilations}]")
+# --------------------------------------------------------------------------- deploy (issue 6)
+def cmd_bench(args) -> None:
+    from .deploy.benchmark import BACKENDS, benchmark, format_results
+
+    from .deploy.speed_table import bench_all
+
+    default = ",".join(BACKENDS) if args.all else "eager"
+    backends = [b.strip() for b in (args.backend or default).split(",") if b.strip()]
+    for b in backends:
+        if b not in BACKENDS:
+            raise ValueError(f"--backend: {b!r} is unknown; expected one of {', '.join(BACKENDS)} (comma-separated)")
+    if args.all:  # CPU table: 6 backends x 2 sizes x every model, so fewer iterations by default
+        print(bench_all(args.models or None, backends=backends, threads=args.threads or 2,
+                        warmup=3 if args.warmup is None else args.warmup,
+                        iters=20 if args.iters is None else args.iters, out=args.out))
+        return
+    if not args.name:
+        raise ValueError("bench: give a model NAME or --all")
+    results = benchmark(args.name, backends, args.size, args.batch, args.device, args.amp, args.threads,
+                        10 if args.warmup is None else args.warmup, 100 if args.iters is None else args.iters,
+                        weights=args.weights)
+    print(format_results(results))
+
+
+def cmd_export(args) -> None:
+    from .deploy.export import export_onnx
+    from .deploy.weights import load_model
+
+    if args.weights is None:
+        print(f"atrous export: warning: no --weights given; {args.name} is exported with its initial "
+              f"(untrained) weights", file=sys.stderr)
+    model = load_model(args.name, args.weights, args.num_classes, warn_untrained=False)
+    result = export_onnx(model, args.onnx, args.size, args.batch, args.dynamic, args.opset, optimize=args.optimize)
+    diffs = ", ".join(f"{k}: {v:.2e}" for k, v in result["max_abs_diff"].items())
+    print(f"wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB, opset {args.opset}, "
+          f"{'dynamic batch/H/W' if args.dynamic else f'static {args.batch}x3x{args.size[0]}x{args.size[1]}'}); "
+          f"ONNX Runtime vs PyTorch max |diff| {diffs}")
+
+
+def cmd_quantize(args) -> None:
+    from .deploy.quantize import quantize_model
+    from .deploy.weights import load_model
+
+    model = load_model(args.name, args.weights, args.num_classes)
+    r = quantize_model(model, args.out, args.calib, args.size, args.limit, reduce_range=args.reduce_range,
+                       method=args.method)
+    print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB int8, {r['calibration_images']} calibration images); "
+          f"vs fp32 on the first calibration image: max |logit diff| {r['max_abs_diff']:.3g}, "
+          f"argmax agreement {100 * r['argmax_agreement']:.2f}%")
+
+
+def cmd_predict(args) -> None:
+    from .deploy.predict import load_palette, predict
+    from .deploy.weights import load_model
+    from .models import get_entry
+
+    model = load_model(args.name, args.weights, args.num_classes)
+    palette = load_palette(args.palette, model.num_classes, get_entry(args.name).card.dataset)
+    r = predict(model, args.inputs, args.out, palette, args.side_by_side, args.batch,
+                args.cityscapes_submission, args.device)
+    print(f"wrote {r['images']} images, {r['videos']} videos ({r['frames']} frames) to {r['out']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +240,65 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a recipe key, e.g. --set eval.shorter_side=1024")
     p.add_argument("--json", default=None, help="where to write the JSON (default: beside the weights)")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("bench", help="inference speed by the papers' protocol (RegSeg Sec 4.6)")
+    p.add_argument("name", nargs="?", help="registered model (or --all)")
+    p.add_argument("--all", action="store_true", help="every model on CPU at 512x1024 and 1024x2048 "
+                   "-> docs/benchmarks.md")
+    p.add_argument("--models", nargs="*", help="with --all: only these models")
+    p.add_argument("--out", default="docs/benchmarks.md", help="with --all: markdown file to update")
+    p.add_argument("--size", type=parse_size, default=(1024, 2048), help="HxW (default 1024x2048)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--backend", default=None,
+                   help="eager|fused|compile|onnxruntime|int8, or several comma-separated (timed interleaved)")
+    p.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA, bfloat16 on CPU")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (PyTorch and ONNX Runtime)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed iterations (protocol: 10; --all: 3)")
+    p.add_argument("--iters", type=int, default=None, help="timed iterations (protocol: 100; --all: 20)")
+    p.add_argument("--weights", default=None, help="optional weights (speed does not depend on them)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="ONNX export, checked against PyTorch with ONNX Runtime")
+    p.add_argument("name")
+    p.add_argument("--weights", default=None, help=".safetensors (ours) or the authors' .pth")
+    p.add_argument("--onnx", required=True, help="output .onnx path")
+    p.add_argument("--size", type=parse_size, default=(1024, 2048), help="HxW traced (default 1024x2048)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--dynamic", action="store_true", help="free batch, height and width")
+    p.add_argument("--optimize", action="store_true",
+                   help="BatchNorm folded and static-shape rewrites (faster in ONNX Runtime)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--num-classes", type=int, default=None)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="post-training static int8 (ONNX Runtime) for CPU")
+    p.add_argument("name")
+    p.add_argument("--weights", default=None, help=".safetensors (ours) or the authors' .pth")
+    p.add_argument("--calib", required=True,
+                   help="calibration images: a folder or glob, NAME:ROOT[:SPLIT] (e.g. camvid:data/camvid) "
+                        "or a recipe .yaml")
+    p.add_argument("--out", required=True, help="output int8 .onnx path")
+    p.add_argument("--size", type=parse_size, default=(1024, 2048), help="HxW (default 1024x2048)")
+    p.add_argument("--limit", type=int, default=32, help="number of calibration images (default 32)")
+    p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--reduce-range", action="store_true", help="7-bit weights (avoids AVX2 saturation)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("predict", help="segment images, folders and videos")
+    p.add_argument("name")
+    p.add_argument("inputs", nargs="+", help="images, folders (searched recursively) and videos")
+    p.add_argument("--weights", default=None, help=".safetensors (ours) or the authors' .pth")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--palette", default=None,
+                   help="cityscapes|camvid|ade20k|bdd100k or a class-list file (name or name,r,g,b per line)")
+    p.add_argument("--side-by-side", action="store_true", help="image and colour mask side by side")
+    p.add_argument("--batch", type=int, default=1, help="images per forward pass (equal sizes are batched)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--cityscapes-submission", action="store_true",
+                   help="only labelId PNGs named <city>_<seq>_<frame>_labelIds.png (test server)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -1,0 +1,138 @@
+"""ONNX export of any registered model, checked against PyTorch with ONNX Runtime.
+
+The TorchScript-based exporter is used (``dynamo=False``): it needs only ``onnx``, and the one
+op it could not handle in the official RegSeg code (``tensor_split``) is already a static
+``torch.split`` in :class:`~atrous.nn.DilatedConv`. The graph takes ``input`` (N x 3 x H x W,
+float32, normalized RGB) and returns ``logits`` (N x C x H x W).
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..utils import atomic_path
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def onnx_bytes(model: nn.Module, size: Sequence[int] = (512, 1024), batch: int = 1,
+               dynamic: bool = False, opset: int = OPSET) -> bytes:
+    """The ONNX graph of ``model`` (eval mode) traced at ``batch x 3 x H x W``, as bytes.
+    ``dynamic=True`` makes batch, height and width free dimensions."""
+    h, w = size
+    model = model.eval()
+    x = torch.randn(batch, 3, h, w)
+    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+            OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}} if dynamic else None
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # the tracer warns about every Python-level shape check; those are expected here
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(model, (x,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False)
+    return buffer.getvalue()
+
+
+def simplify_static(model_bytes: bytes) -> bytes:
+    """Exact rewrites of a static-shape graph that let ONNX Runtime keep its blocked (NCHWc)
+    layout: an ``AveragePool`` with ``ceil_mode=1``, kernel == stride and no padding whose input
+    sides are multiples of the stride gives the same result with ``ceil_mode=0`` (RegSeg's
+    shortcut pool, Fig. 4c), and ONNX Runtime only runs the latter in NCHWc. Graphs with free
+    dimensions are returned unchanged where a side is unknown."""
+    import onnx
+    from onnx import helper, shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load_from_string(model_bytes))
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.input)}
+    for node in model.graph.node:
+        if node.op_type != "AveragePool":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        sides = shapes.get(node.input[0], [])[2:]
+        if (attrs.get("ceil_mode") == 1 and attrs.get("kernel_shape") == attrs.get("strides")
+                and not any(attrs.get("pads", [])) and sides
+                and all(side > 0 and side % k == 0 for side, k in zip(sides, attrs["strides"]))):
+            next(a for a in node.attribute if a.name == "ceil_mode").i = 0
+    return model.SerializeToString()
+
+
+def ort_session(model_bytes_or_path, threads: int | None = None, optimization: str = "default",
+                device: str = "cpu"):
+    """An ONNX Runtime session. ``optimization`` is ``"default"`` (ORT's own defaults, i.e. all
+    graph optimizations) or ``"disable"``; ``threads`` sets ``intra_op_num_threads``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    if optimization == "disable":
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    elif optimization != "default":
+        raise ValueError(f"optimization: expected 'default' or 'disable', got {optimization!r}")
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError("device cuda: this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(model_bytes_or_path, options, providers=providers)
+
+
+def run_ort(session, x: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+    return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(array, dtype=np.float32)})[0]
+
+
+def check_onnx(model: nn.Module, session, size: Sequence[int], batch: int = 1, seed: int = 0) -> float:
+    """Max absolute difference between ONNX Runtime's and PyTorch's logits on a random input."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, *size, generator=g)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    got = run_ort(session, x)
+    if got.shape != tuple(expected.shape):
+        raise ValueError(f"ONNX output shape {got.shape} differs from PyTorch's {tuple(expected.shape)}")
+    return float(np.abs(got - expected.numpy()).max())
+
+
+def export_onnx(model: nn.Module, out: str | os.PathLike, size: Sequence[int] = (512, 1024),
+                batch: int = 1, dynamic: bool = False, opset: int = OPSET, check: bool = True,
+                optimize: bool = False) -> dict:
+    """Write ``model`` as ONNX to ``out`` (atomically). With ``check`` the file is run in ONNX
+    Runtime and compared with PyTorch at the export size (and, when ``dynamic``, at a second
+    size). ``optimize`` exports the BatchNorm-folded model (:func:`~atrous.deploy.fuse`) and, for
+    a static size, applies :func:`simplify_static` (the ``onnxruntime-opt`` benchmark backend).
+    Returns ``{"path", "bytes", "max_abs_diff": {size: diff}}``."""
+    if optimize:
+        from .fuse import fuse
+
+        data = onnx_bytes(fuse(model), size, batch, dynamic, opset)
+        if not dynamic:
+            data = simplify_static(data)
+    else:
+        data = onnx_bytes(model, size, batch, dynamic, opset)
+    import onnx
+
+    onnx.checker.check_model(onnx.load_from_string(data))
+    diffs = {}
+    if check:
+        session = ort_session(data)
+        sizes = [tuple(size)]
+        if dynamic:
+            sizes.append((size[0] + 32, size[1] - 32 if size[1] > 64 else size[1] + 64))
+        for s in sizes:
+            diffs[f"{s[0]}x{s[1]}"] = check_onnx(model, session, s, batch)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return {"path": os.fspath(out), "bytes": len(data), "max_abs_diff": diffs}

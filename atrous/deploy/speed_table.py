@@ -1,0 +1,137 @@
+"""``atrous bench --all``: a Table-8-like speed table of every registered model, written into
+docs/benchmarks.md between markers (the rest of the file is kept).
+
+For each model and resolution the backends are timed interleaved (see
+:func:`~atrous.deploy.benchmark.time_interleaved`); the table gives params, GMACs, ms per image
+of each backend, the best fp32 path's speed-up over plain eager, and whether it meets the speed
+target: best fp32 >= 1.3x eager and not slower than ONNX Runtime with default settings.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import shlex
+import sys
+from typing import Sequence
+
+from .benchmark import FP32_BACKENDS, BenchResult, benchmark, machine_summary, set_threads
+
+BEGIN = "<!-- atrous bench --all: begin (generated; edit the script, not this table) -->"
+END = "<!-- atrous bench --all: end -->"
+TARGET_SPEEDUP = 1.3
+OUR_FP32 = ("fused", "compile", "onnxruntime-opt")
+
+
+def best_fp32(results: Sequence[BenchResult]) -> BenchResult | None:
+    ours = [r for r in results if r.backend in OUR_FP32]
+    return min(ours, key=lambda r: r.ms_per_image) if ours else None
+
+
+def verdict(results: Sequence[BenchResult]) -> tuple[str, str]:
+    """``(speed-up text, target text)`` for one model at one size."""
+    by = {r.backend: r for r in results}
+    best = best_fp32(results)
+    if best is None or "eager" not in by:
+        return "-", "-"
+    speedup = by["eager"].ms_per_image / best.ms_per_image
+    text = f"{speedup:.2f}x ({best.backend})"
+    ok = speedup >= TARGET_SPEEDUP
+    if "onnxruntime" in by:
+        ok = ok and best.ms_per_image <= by["onnxruntime"].ms_per_image
+        text += f", {by['onnxruntime'].ms_per_image / best.ms_per_image:.2f}x ORT"
+    return text, "yes" if ok else "no"
+
+
+def run_all(models: Sequence[str], sizes: Sequence[tuple[int, int]], backends: Sequence[str],
+            threads: int = 2, warmup: int = 10, iters: int = 100, rounds: int = 4, progress: bool = True):
+    """Benchmark every model at every size on CPU; returns ``(rows, threads)`` where rows are
+    ``(model, params, {size: [BenchResult...]})``. Each size's matmul reference rate is timed
+    interleaved with its backends."""
+    from ..analysis import count_params
+    from ..models import create_model
+
+    threads = set_threads(threads)
+    rows = []
+    for name in models:
+        per_size = {}
+        for size in sizes:
+            per_size[size] = benchmark(name, backends, size, 1, "cpu", False, threads, warmup, iters, rounds,
+                                       progress=progress)
+            if progress:
+                print(format_line(per_size[size]), flush=True)
+        rows.append((name, count_params(create_model(name)), per_size))
+    return rows, threads
+
+
+def format_line(results: Sequence[BenchResult]) -> str:
+    r0 = results[0]
+    parts = ", ".join(f"{r.backend} {r.ms_per_image:.1f} ms" for r in results)
+    return f"{r0.model} {r0.height}x{r0.width}: {parts}; best fp32 {verdict(results)[0]}"
+
+
+def markdown_table(rows, sizes, backends, threads: int, command: str, iters: int, warmup: int,
+                   rounds: int) -> str:
+    lines = [
+        BEGIN,
+        f"Command: `{command}`  ",
+        f"Machine: {machine_summary(threads)}.  ",
+        f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Protocol: batch 1, fp32 "
+        f"(int8: ONNX Runtime static), {warmup} warm-up + mean of {iters} timed iterations per backend, "
+        f"backends interleaved in {rounds} rounds. ms per image; GMACs per image; "
+        f"'best fp32' = fastest of {'/'.join(OUR_FP32)} over plain eager, and over ONNX Runtime (default settings).",
+        "",
+    ]
+    header = ["model", "params"]
+    for h, w in sizes:
+        header += [f"GMACs {h}x{w}"] + [f"{b} {h}x{w}" for b in backends] + [f"best fp32 {h}x{w}", f"target {h}x{w}"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    for name, params, per_size in rows:
+        cells = [name, f"{params / 1e6:.2f}M"]
+        for size in sizes:
+            results = per_size[size]
+            by = {r.backend: r for r in results}
+            cells.append(f"{results[0].gmacs:.2f}")
+            for b in backends:
+                r = by.get(b)
+                cells.append(f"{r.ms_per_image:.1f} ({100 * r.matmul_share:.0f}%)" if r else "-")
+            cells += list(verdict(results))
+        lines.append("| " + " | ".join(cells) + " |")
+    rates = ", ".join(f"{name} {size[0]}x{size[1]}: {per_size[size][0].matmul_gflops_per_s:.0f}"
+                      for name, _, per_size in rows for size in sizes)
+    lines += ["", "In parentheses: achieved GFLOP/s (2 x MACs / time) as a share of the fp32 matmul rate "
+              "(a 2048^3 sgemm timed interleaved with each row's backends, so under the same load; "
+              f"GFLOP/s: {rates}). int8 shares are against that fp32 rate.", END]
+    return "\n".join(lines)
+
+
+def write_section(path: str, section: str, title: str = "# Speed benchmarks") -> None:
+    """Replace the generated section of ``path`` (or append it; create the file if needed)."""
+    from ..utils import atomic_path
+
+    text = open(path).read() if os.path.isfile(path) else f"{title}\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def bench_all(models: Sequence[str] | None = None, sizes=((512, 1024), (1024, 2048)),
+              backends: Sequence[str] = FP32_BACKENDS + ("int8",), threads: int = 2, warmup: int = 10,
+              iters: int = 100, rounds: int = 4, out: str | None = "docs/benchmarks.md",
+              command: str | None = None, progress: bool = True) -> str:
+    """Run :func:`run_all` and write the markdown table to ``out``; returns the table."""
+    from ..models import list_models
+
+    models = list(models or list_models())
+    sizes = [tuple(s) for s in sizes]
+    rows, threads = run_all(models, sizes, backends, threads, warmup, iters, rounds, progress)
+    command = command or "atrous " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    section = markdown_table(rows, sizes, backends, threads, command, iters, warmup, rounds)
+    if out:
+        write_section(out, section)
+    return section
