@@ -208,15 +208,24 @@ def unfused_batchnorms(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def drop_training_only(model: nn.Module) -> nn.Module:
+    """Remove (set to ``None``) the submodules named in ``model.training_only``, in place."""
+    for name in getattr(model, "training_only", ()):
+        setattr(model, name, None)
+    return model
+
+
 def fuse(model: nn.Module, inplace: bool = False, example: torch.Tensor | None = None) -> nn.Module:
     """An eval-mode copy of ``model`` (or ``model`` itself with ``inplace=True``) with every
     BatchNorm that can be folded into a convolution folded and replaced by ``nn.Identity``.
     ``example`` is the input of the one forward pass that finds the patterns outside
     ``nn.Sequential`` (default for segmentation models: 1 x 3 x 64 x 64 random; other modules
     without ``example`` get the Sequential rule only). The number folded is stored as
-    ``fused.folded_batchnorms``."""
+    ``fused.folded_batchnorms``. Submodules the model marks ``training_only`` (auxiliary heads,
+    never run in eval) are dropped."""
     if not inplace:
         model = copy.deepcopy(model)
+    drop_training_only(model)
     model.eval()
     with torch.no_grad():
         model.folded_batchnorms = _fold_sequentials(model) + _fold_traced(model, example)
