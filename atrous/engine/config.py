@@ -141,15 +141,21 @@ def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
     return config
 
 
-def load_config(recipe: str | Path, overrides: Iterable[str] = ()) -> dict:
-    """The resolved configuration: DEFAULTS <- recipe file <- overrides, then checked."""
-    path = recipe_path(recipe)
+def read_recipe(path: Path) -> dict:
+    """The mapping in a recipe file, or a ValueError naming the file."""
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"recipe {str(path)!r}: invalid YAML: {exc}") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"recipe {str(path)!r}: expected a mapping at the top level")
+    return loaded
+
+
+def load_config(recipe: str | Path, overrides: Iterable[str] = ()) -> dict:
+    """The resolved configuration: DEFAULTS <- recipe file <- overrides, then checked."""
+    path = recipe_path(recipe)
+    loaded = read_recipe(path)
     config = merge(DEFAULTS, loaded, source=f"recipe {path}")
     config = apply_overrides(config, overrides)
     check_config(config)

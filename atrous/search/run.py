@@ -15,7 +15,8 @@ import yaml
 from torch import nn
 
 from ..engine import build_optimizer
-from ..engine.config import DEFAULTS, RECIPES, apply_overrides, check_config, dump_config, merge, recipe_path
+from ..engine.config import DEFAULTS, RECIPES, apply_overrides, check_config, dump_config, merge, read_recipe,
+                            recipe_path
 from ..engine.trainer import TrainHooks, train
 from ..models import create_model
 from ..utils import atomic_path
@@ -47,12 +48,7 @@ def load_search_config(recipe, overrides: Iterable[str] = ()) -> tuple[dict, dic
     """``(training config, search section)`` of a search recipe: the training part is resolved
     exactly as ``atrous train`` resolves a recipe; ``--set search.KEY=...`` reaches the section."""
     path = search_recipe_path(recipe)
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"recipe {str(path)!r}: invalid YAML: {exc}") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"recipe {str(path)!r}: expected a mapping at the top level")
+    loaded = read_recipe(path)
     search = {"search": merge(SEARCH_DEFAULTS, loaded.pop("search", None) or {}, "search", f"recipe {path}")}
     train_overrides = []
     for text in overrides or ():
