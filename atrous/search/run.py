@@ -15,8 +15,8 @@ import yaml
 from torch import nn
 
 from ..engine import build_optimizer
-from ..engine.config import DEFAULTS, RECIPES, apply_overrides, check_config, dump_config, merge, read_recipe,
-                            recipe_path
+from ..engine.config import (DEFAULTS, RECIPES, apply_overrides, check_config, dump_config, merge,
+                             read_recipe, recipe_path)
 from ..engine.trainer import TrainHooks, train
 from ..models import create_model
 from ..utils import atomic_path
