@@ -187,6 +187,14 @@ def cmd_predict(args) -> None:
     print(f"wrote {r['images']} images, {r['videos']} videos ({r['frames']} frames) to {r['out']}")
 
 
+def add_run_options(p: argparse.ArgumentParser, writes: str, set_example: str) -> None:
+    """--out, --set and --resume of the commands that train (train, search)."""
+    p.add_argument("--out", required=True, help=f"run folder: {writes}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a recipe key, e.g. {set_example}")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atrous", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -215,21 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train from a recipe (bundled name or YAML path)")
     p.add_argument("recipe", help="bundled recipe (toy, camvid_cpu, regseg_cityscapes, ...) or a YAML file")
-    p.add_argument("--out", required=True, help="run folder: config.yaml, metrics.jsonl, checkpoints/, "
-                   "model.safetensors, curves.png, prediction.png")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe key, e.g. --set train.max_iters=40 (value read as YAML)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    add_run_options(p, "config.yaml, metrics.jsonl, checkpoints/, model.safetensors, curves.png, "
+                    "prediction.png", "--set train.max_iters=40 (value read as YAML)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("search", help="dilation-rate search by gradient descent (RegSeg Sec 3.4): "
                        "train regseg_search, round, write DIR/found.yaml")
     p.add_argument("recipe", help="search recipe (bundled name, e.g. search_toy, or a YAML file)")
-    p.add_argument("--out", required=True, help="run folder: what atrous train writes, plus rates.json, "
-                   "rates.png, search.yaml, found.yaml, found.json")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe key, e.g. --set train.max_iters=40 or --set search.lr=0.1")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    add_run_options(p, "what atrous train writes, plus rates.json, rates.png, search.yaml, found.yaml, "
+                    "found.json", "--set train.max_iters=40 or --set search.lr=0.1")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="evaluate weights: per-class IoU, mIoU, pixel accuracy (table + JSON)")

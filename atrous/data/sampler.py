@@ -51,9 +51,6 @@ class ClassPresence:
     def present_classes(self) -> list[int]:
         return [c for c, pts in enumerate(self.centers) if len(pts)]
 
-    def images_with(self, class_id: int) -> np.ndarray:
-        return np.flatnonzero(self.counts[:, class_id] > 0)
-
 
 def _nearest_to_centroid(ys: np.ndarray, xs: np.ndarray) -> int:
     """Index of the point nearest to the points' centroid (the first in raster order on ties)."""

@@ -28,7 +28,7 @@ import contextlib
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -62,9 +62,6 @@ class BenchResult:
     def matmul_share(self) -> float:
         return self.gflops_per_s / self.matmul_gflops_per_s if self.matmul_gflops_per_s else float("nan")
 
-    def as_dict(self) -> dict:
-        return {**asdict(self), "matmul_share": self.matmul_share}
-
 
 def device_name(device: str) -> str:
     if device == "cuda":
@@ -87,23 +84,6 @@ def set_threads(threads: int | None) -> int:
 def synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def matmul_rate(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int | None = None,
-                repeats: int = 5) -> float:
-    """The machine's dense matmul rate in GFLOP/s: best of ``repeats`` n x n x n products."""
-    n = n or (8192 if device == "cuda" else 2048)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    synchronize(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
 
 
 def amp_dtype(device: str) -> torch.dtype:

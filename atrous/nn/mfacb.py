@@ -9,6 +9,22 @@ from torch import nn
 from .conv import ConvBNAct
 
 
+def atrous_stack(in_channels: int, mid_channels: int, rates: Sequence[int]) -> nn.ModuleList:
+    """Serial 3x3 atrous conv-BN-ReLU layers, one per rate: the first maps ``in_channels`` to
+    ``mid_channels``, the rest keep ``mid_channels`` (MFACB Fig. 3 and SPASPP Fig. 5 share it)."""
+    widths = [in_channels] + [mid_channels] * len(rates)
+    return nn.ModuleList(ConvBNAct(widths[i], mid_channels, 3, dilation=r) for i, r in enumerate(rates))
+
+
+def serial_outputs(convs: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """Run ``convs`` one after another and return every intermediate output."""
+    outs = []
+    for conv in convs:
+        x = conv(x)
+        outs.append(x)
+    return outs
+
+
 class MFACB(nn.Module):
     """MFACB (DSNet Sec 3.3, Fig. 3): three *serial* 3x3 atrous conv-BN-ReLU layers, one rate
     each; their three outputs are concatenated and compressed by a 1x1 conv-BN-ReLU, and added to
@@ -27,17 +43,9 @@ class MFACB(nn.Module):
         self.dilations = tuple(int(d) for d in dilations)
         if len(self.dilations) < 2:
             raise ValueError(f"dilations: MFACB needs at least two atrous layers, got {self.dilations}")
-        widths = [in_channels] + [mid_channels] * len(self.dilations)
-        self.convs = nn.ModuleList(ConvBNAct(widths[i], mid_channels, 3, dilation=d)
-                                   for i, d in enumerate(self.dilations))
+        self.convs = atrous_stack(in_channels, mid_channels, self.dilations)
         self.compress = ConvBNAct(mid_channels * len(self.dilations), out_channels, 1)
         self.shortcut = ConvBNAct(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = self.shortcut(x)
-        outs = []
-        y = x
-        for conv in self.convs:
-            y = conv(y)
-            outs.append(y)
-        return self.compress(torch.cat(outs, dim=1)) + shortcut
+        return self.compress(torch.cat(serial_outputs(self.convs, x), dim=1)) + self.shortcut(x)

@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from .conv import ConvBNAct, resize_to
+from .mfacb import atrous_stack, serial_outputs
 
 
 class GlobalPoolBranch(nn.Module):
-    """ASPP's image-level branch: global average pool, 1x1 conv-BN-ReLU, bilinear upsample
+    """ASPP's image-level branch (the "global pooling" of SPASPP, DSNet Sec 3.5, Fig. 5): global average pool, 1x1 conv-BN-ReLU, bilinear upsample
     (``align_corners=False``) back to the input size."""
 
     def __init__(self, in_channels: int, out_channels: int):
@@ -36,21 +37,12 @@ class SPASPP(nn.Module):
         self.rates = tuple(int(r) for r in rates)
         if not self.rates:
             raise ValueError("rates: SPASPP needs at least one atrous rate")
-        widths = [in_channels] + [mid_channels] * len(self.rates)
-        self.convs = nn.ModuleList(ConvBNAct(widths[i], mid_channels, 3, dilation=r)
-                                   for i, r in enumerate(self.rates))
+        self.convs = atrous_stack(in_channels, mid_channels, self.rates)
         self.pool = GlobalPoolBranch(in_channels, mid_channels)
         self.compress = ConvBNAct(mid_channels * (len(self.rates) + 1), out_channels, 1)
         self.shortcut = ConvBNAct(in_channels, out_channels, 1)
         self.out = ConvBNAct(out_channels, out_channels, 3, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = self.shortcut(x)
-        pooled = self.pool(x)
-        outs = []
-        y = x
-        for conv in self.convs:
-            y = conv(y)
-            outs.append(y)
-        outs.append(pooled)
-        return self.out(self.compress(torch.cat(outs, dim=1)) + shortcut)
+        outs = serial_outputs(self.convs, x) + [self.pool(x)]
+        return self.out(self.compress(torch.cat(outs, dim=1)) + self.shortcut(x))
