@@ -85,14 +85,15 @@ def mfacb_stage(in_channels: int, out_channels: int, dilations) -> nn.Sequential
 
 
 class DSNet(SegmentationModel):
-    training_only = ("aux_p", "aux_d")
-
     """DSNet (Sec 3.2, Fig. 2). Returns logits at the input size (bilinear from 1/4).
 
     Any H, W works: every stride-2 conv rounds up, and the x2 upsampling of the 1/8 map is cropped
     to the 1/4 skip when ceil(H/4) or ceil(W/4) is odd (the official code then fails in
     ``torch.cat``); where the official code runs, the crop is a no-op and the outputs agree.
+    The two training heads are ``training_only``: not part of the eval model.
     """
+
+    training_only = ("aux_p", "aux_d")
 
     def __init__(self, cfg: DSNetConfig, num_classes: int = 19):
         super().__init__()

@@ -71,7 +71,8 @@ def _stage(kind: str, in_w: int, out_w: int, depth: int, make_block) -> nn.Seque
 
 
 class DWRSegBackbone(nn.Module):
-    """Stem, SIR stage (1/8), DWR stages (1/16, 1/32); returns the three stage outputs."""
+    """Encoder of DWRSeg Sec 3, Fig. 3 and Table 1: stem, SIR stage (1/8), DWR stages (1/16,
+    1/32); returns the three stage outputs."""
 
     def __init__(self, cfg: DWRSegConfig):
         super().__init__()
@@ -130,7 +131,7 @@ class DWRSegDecoder(nn.Module):
 
 
 class DWRSeg(SegmentationModel):
-    """DWRSeg: backbone + decoder; the 1/8 logits are upsampled (bilinear) to the input size.
+    """DWRSeg (Sec 3, Fig. 3; decoder and Seg-Head of Fig. 6b): backbone + decoder; the 1/8 logits are upsampled (bilinear) to the input size.
     Any H, W >= 32 works without padding: every stride-2 conv, pool and shortcut rounds up, and
     the decoder resizes to the exact 1/8 size."""
 
