@@ -45,13 +45,28 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def _collapse(weight: torch.Tensor, a: int, b: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The kernel and dilation to use for dilation ``(a, b)``; a zero sums that axis of the kernel."""
-    if a == 0:
-        weight = weight.sum(dim=2, keepdim=True)
-    if b == 0:
-        weight = weight.sum(dim=3, keepdim=True)
-    return weight, (max(a, 1), max(b, 1))
+def _axis_parts(n: int, f: torch.Tensor) -> tuple[tuple, tuple]:
+    """The two parts of one axis of the bilinear sampling at ``i * (n + f)``, ``i in {-1, 0, 1}``:
+    ``(taps, weights, dilation)`` for the part at distance ``n`` (all three taps, weights
+    ``(1 - f, 1, 1 - f)``) and for the part at distance ``n + 1`` (the outer taps only, weight ``f``,
+    as a 2-tap kernel of dilation ``2 * (n + 1)``)."""
+    near = (slice(0, 3), torch.stack([1 - f, torch.ones_like(f), 1 - f]), n)
+    far = (slice(0, 3, 2), torch.stack([f, f]), 2 * (n + 1))
+    return near, far
+
+
+def _term(x: torch.Tensor, weight: torch.Tensor, rows: tuple, cols: tuple, stride: int,
+          groups: int) -> torch.Tensor:
+    """One convolution of the sum: the taps ``rows`` x ``cols`` of ``weight``, scaled by the outer
+    product of their 1D weights, at their dilations (a dilation of 0 sums that axis of the kernel)."""
+    (row_taps, row_w, row_d), (col_taps, col_w, col_d) = rows, cols
+    w = weight[:, :, row_taps, col_taps] * (row_w[:, None] * col_w[None, :])  # scale the small kernel
+    if row_d == 0:
+        w = w.sum(dim=2, keepdim=True)
+    if col_d == 0:
+        w = w.sum(dim=3, keepdim=True)
+    pad = tuple(d // 2 if k == 2 else d for d, k in ((row_d, w.shape[2]), (col_d, w.shape[3])))
+    return F.conv2d(x, w, None, stride, pad, (max(row_d, 1), max(col_d, 1)), groups)
 
 
 def fractional_conv2d(x: torch.Tensor, weight: torch.Tensor, rate: torch.Tensor, stride: int = 1,
@@ -69,17 +84,14 @@ def fractional_conv2d(x: torch.Tensor, weight: torch.Tensor, rate: torch.Tensor,
     rate = rate.clamp(min=0)
     n = int(math.floor(float(rate.detach())))
     f = rate - n
-    alphas = {n: 1 - f, n + 1: f}
     need_all = torch.is_grad_enabled() and rate.requires_grad
     if not need_all and float(f) == 0.0:  # integer rate: exactly the dilated conv (bias fused)
-        w, dilation = _collapse(weight, n, n)
-        return F.conv2d(x, w, bias, stride, n, dilation, groups)
-    out = None
-    for a, alpha_a in alphas.items():
-        for b, alpha_b in alphas.items():
-            w, dilation = _collapse(weight * (alpha_a * alpha_b), a, b)  # scale the small kernel, not the output
-            term = F.conv2d(x, w, None, stride, (a, b), dilation, groups)
-            out = term if out is None else out + term
+        return F.conv2d(x, weight, bias, stride, n, n, groups) if n else \
+            F.conv2d(x, weight.sum(dim=2, keepdim=True).sum(dim=3, keepdim=True), bias, stride, 0, 1, groups)
+    near, far = _axis_parts(n, f)
+    out = _term(x, weight, near, near, stride, groups)
+    for rows, cols in ((near, far), (far, near), (far, far)):
+        out = out + _term(x, weight, rows, cols, stride, groups)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
