@@ -136,7 +136,7 @@ def cmd_bench(args) -> None:
         if b not in BACKENDS:
             raise ValueError(f"--backend: {b!r} is unknown; expected one of {', '.join(BACKENDS)} (comma-separated)")
     if args.all:  # CPU table: 6 backends x 2 sizes x every model, so fewer iterations by default
-        print(bench_all(args.models or None, backends=backends, threads=args.threads or 2,
+        print(bench_all(args.models or None, args.sizes, backends, threads=args.threads or 2,
                         warmup=3 if args.warmup is None else args.warmup,
                         iters=20 if args.iters is None else args.iters, out=args.out))
         return
@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate weights: per-class IoU, mIoU, pixel accuracy (table + JSON)")
     p.add_argument("recipe", help="the recipe the weights were trained with (dataset and model)")
-    p.add_argument("--weights", required=True, help=".safetensors (or .pt) weights, e.g. DIR/model.safetensors")
+    p.add_argument("--weights", required=True, help=".safetensors (or .pt) weights, e.g. DIR/model.safetensors, "
+                   "or an .onnx file (atrous export / quantize), run in ONNX Runtime")
     p.add_argument("--split", default=None, help="dataset split (default: the recipe's eval.split)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set eval.shorter_side=1024")
@@ -244,10 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("bench", help="inference speed by the papers' protocol (RegSeg Sec 4.6)")
     p.add_argument("name", nargs="?", help="registered model (or --all)")
-    p.add_argument("--all", action="store_true", help="every model on CPU at 512x1024 and 1024x2048 "
-                   "-> docs/benchmarks.md")
+    p.add_argument("--all", action="store_true", help="every model on CPU at --sizes -> docs/benchmarks.md")
     p.add_argument("--models", nargs="*", help="with --all: only these models")
     p.add_argument("--out", default="docs/benchmarks.md", help="with --all: markdown file to update")
+    p.add_argument("--sizes", nargs="+", type=parse_size, default=[(512, 1024), (1024, 2048)],
+                   help="with --all: the sizes (HxW ...; default 512x1024 1024x2048)")
     p.add_argument("--size", type=parse_size, default=(1024, 2048), help="HxW (default 1024x2048)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

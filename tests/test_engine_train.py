@@ -170,3 +170,22 @@ def test_bf16_grad_clip_ema_class_uniform_and_labelled_best_of_many(recipe, tmp_
     assert best["label"] == "best of 1 evaluations on val (selected on the evaluation set)"
     assert best["iter"] == 3 and (out / "model_best.safetensors").is_file()
     assert summary["best"] == best and 0.0 <= summary["miou"] <= 1.0
+
+
+def test_eval_of_an_onnx_file_matches_pytorch_and_checks_its_shape(recipe, tmp_path, capsys):
+    from atrous.deploy.export import export_onnx
+    from atrous.engine.checkpoint import load_weights
+    from atrous.models import create_model
+
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(out), "--set", "train.max_iters=2"]) == 0
+    model = create_model("regseg", num_classes=3, **TINY["model"]["options"])
+    load_weights(model, out / "model.safetensors")
+    export_onnx(model, tmp_path / "m.onnx", (64, 64))
+    assert main(["eval", str(recipe), "--weights", str(tmp_path / "m.onnx"), "--json", str(tmp_path / "o.json")]) == 0
+    onnx_result = json.loads((tmp_path / "o.json").read_text())
+    torch_result = json.loads((out / "eval_val.json").read_text())
+    assert abs(onnx_result["miou"] - torch_result["miou"]) < 1e-3
+    export_onnx(model, tmp_path / "small.onnx", (32, 32))  # static 32x32: the 64x64 toy images are refused
+    assert main(["eval", str(recipe), "--weights", str(tmp_path / "small.onnx")]) == 2
+    assert "small.onnx" in capsys.readouterr().err

@@ -136,3 +136,28 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, size: Sequence[int] = 
         with open(tmp, "wb") as f:
             f.write(data)
     return {"path": os.fspath(out), "bytes": len(data), "max_abs_diff": diffs}
+
+
+class OnnxModel(nn.Module):
+    """An exported (or int8-quantized) ONNX file behind the model contract: ``model(x)`` runs it in
+    ONNX Runtime and returns the logits as a tensor, so ``atrous eval`` measures an ONNX model with
+    the same data and metric code as a PyTorch one. A graph with a static input shape raises an
+    error naming the file when given another shape (export with ``--dynamic``, or ``--size`` equal
+    to the evaluation size)."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        super().__init__()
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ONNX model {path}: no such file")
+        self.path = str(path)
+        self.session = ort_session(self.path, threads)
+        dims = self.session.get_inputs()[0].shape
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in dims)
+        classes = self.session.get_outputs()[0].shape[1]
+        self.num_classes = classes if isinstance(classes, int) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(want is not None and want != got for want, got in zip(self.input_shape, x.shape)):
+            raise ValueError(f"ONNX model {self.path}: takes input {self.input_shape} (None = free), "
+                             f"got {tuple(x.shape)}")
+        return torch.from_numpy(run_ort(self.session, x)).to(x.device)

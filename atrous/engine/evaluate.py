@@ -121,7 +121,8 @@ def write_json(path, result: dict) -> Path:
 def evaluate_weights(config: dict, weights, split: str | None = None, json_path=None,
                      progress: bool = True) -> dict:
     """``atrous eval``: build the recipe's model and ``split`` (default ``eval.split``), load
-    ``weights`` (they must have the dataset's number of classes), evaluate, print the table and
+    ``weights`` (they must have the dataset's number of classes; an ``.onnx`` file, e.g. from
+    ``atrous quantize``, runs in ONNX Runtime instead of the recipe's model), evaluate, print the table and
     write the JSON (default: beside the weights, ``eval_SPLIT.json``)."""
     from ..data import build_dataset
     from ..models import create_model
@@ -131,10 +132,17 @@ def evaluate_weights(config: dict, weights, split: str | None = None, json_path=
     ecfg = config["eval"]
     split = split or ecfg["split"]
     dataset = build_dataset(config["data"], split, train=False)
-    model = create_model(config["model"]["name"], num_classes=dataset.num_classes,
-                         **(config["model"]["options"] or {}))
-    load_weights(model, weights, allow_class_change=False)
-    device = pick_device(config["device"])
+    if str(weights).endswith(".onnx"):  # an exported or int8 model, run by ONNX Runtime on CPU
+        from ..deploy.export import OnnxModel
+
+        model, device = OnnxModel(weights), torch.device("cpu")
+        if model.num_classes not in (None, dataset.num_classes):
+            raise ValueError(f"weights {weights}: {model.num_classes} classes, the dataset has {dataset.num_classes}")
+    else:
+        model = create_model(config["model"]["name"], num_classes=dataset.num_classes,
+                             **(config["model"]["options"] or {}))
+        load_weights(model, weights, allow_class_change=False)
+        device = pick_device(config["device"])
     result = evaluate(model.to(device), dataset, int(ecfg["batch_size"]), ecfg["shorter_side"], device,
                       progress=progress, desc=f"eval {split}")
     result.update(weights=str(weights), split=split, shorter_side=ecfg["shorter_side"])
