@@ -5,8 +5,8 @@ RegSeg relaxes each dilation rate r to a float and samples the 3x3 taps at offse
 from r). atrous computes exactly the same function with ordinary convolutions, no deformable-conv
 kernel needed.
 
-Why four integer-dilation convolutions are exact
-------------------------------------------------
+Why integer-dilation convolutions are exact
+-------------------------------------------
 Write ``r = n + f`` with ``n = floor(r)`` and ``0 <= f < 1``. Along one axis, bilinear sampling at
 the fractional offset ``i*r`` reads:
 
@@ -25,12 +25,20 @@ for every tap. Summing ``W[i, j] * sample(i, j)`` over the taps and exchanging t
     FracConv(x; W, r) = sum_{a, b in {n, n+1}} alpha_a * alpha_b * Conv(x; W, dilation=(a, b))
 
 with each convolution zero-padded by its own dilation. Zero padding matches the deformable
-convolution's bilinear sampling, which reads zero for every corner outside the image. All four
-convolutions have the same output size ``floor((H - 1) / s) + 1`` for stride s, since padding
-equals dilation. At integer r, ``f = 0`` and the weights are ``(1, 0, 0, 0)``: the result is
-``Conv(x; W, dilation=r)`` bit for bit (``1 * c = c`` and ``c + 0 = c`` in floating point).
-``d/dr = d/df`` is the derivative of a quadratic in ``f``, so gradients reach r (at integer r they
-are the one-sided derivative from above, as the bilinear weights are piecewise linear).
+convolution's bilinear sampling, which reads zero for every corner outside the image.
+
+Four 3x3 convolutions read 36 taps, but only 25 positions are distinct: the centre row and column
+are shared. :func:`fractional_conv2d` therefore splits each axis into a *near* part (taps
+``-n, 0, n`` with weights ``1 - f, 1, 1 - f``) and a *far* part (taps ``-(n + 1), n + 1`` with
+weight ``f``; the centre tap has no far part), so that the 1D sample of tap ``i`` is
+``near_i * x[i*n] + far_i * x[i*(n + 1)]``. The far part is a 2-tap kernel of dilation
+``2 * (n + 1)`` padded by ``n + 1``. The four products of parts are four convolutions with 3x3,
+3x2, 2x3 and 2x2 kernels: 25 taps, each position once. All four have the output size
+``floor((H - 1) / s) + 1`` for stride s. At integer r, ``f = 0``: the near kernel is ``W`` times
+ones and the far terms are zero, so the result is ``Conv(x; W, dilation=r)`` bit for bit
+(``1 * w = w`` and ``c + 0 = c`` in floating point). ``d/dr = d/df`` is the derivative of a
+quadratic in ``f``, so gradients reach r (at integer r they are the one-sided derivative from
+above, as the bilinear weights are piecewise linear).
 
 Dilation 0 (``r < 1``) samples every tap of that axis at the centre: the kernel is summed along
 that axis and applied as a 1-wide kernel. r is clamped at 0 (a negative rate mirrors the kernel,
@@ -72,12 +80,13 @@ def _term(x: torch.Tensor, weight: torch.Tensor, rows: tuple, cols: tuple, strid
 def fractional_conv2d(x: torch.Tensor, weight: torch.Tensor, rate: torch.Tensor, stride: int = 1,
                       groups: int = 1, bias: torch.Tensor | None = None) -> torch.Tensor:
     """3x3 convolution of ``x`` sampled at offsets ``(i*rate, j*rate)`` with bilinear interpolation
-    and zero padding, as the sum of four integer-dilation convolutions (module docstring).
+    and zero padding, as the sum of four integer-dilation convolutions over the 25 distinct
+    positions (module docstring).
 
     ``rate`` is a 0-d tensor (gradients flow to it). At an integer rate with no gradient needed for
     ``rate`` (eval, or a frozen rate), one ``F.conv2d`` call runs, identical to
-    ``nn.Conv2d(..., dilation=r, padding=r)`` even with a bias; otherwise all four terms run (their
-    weights are then ``(1, 0, 0, 0)``, which still gives the conv's output bit for bit).
+    ``nn.Conv2d(..., dilation=r, padding=r)`` even with a bias; otherwise all four terms run (at
+    ``f = 0`` the far terms are zero, which still gives the conv's output bit for bit).
     """
     if weight.shape[-2:] != (3, 3):
         raise ValueError(f"weight: expected a 3x3 kernel, got {tuple(weight.shape[-2:])}")
