@@ -90,3 +90,17 @@ def test_rate_log_writes_json_and_plot_and_trims_on_resume(tmp_path):
     assert (tmp_path / "rates.png").read_bytes()[:4] == b"\x89PNG"
     resumed = RateLog(tmp_path, ["stage16.1", "stage16.2"], resume_iter=10)
     assert [e["iter"] for e in resumed.entries] == [0, 10]
+
+
+def test_complexity_of_the_searchable_model():
+    """Counted by a real forward (its rates are read as values): at integer rates the MACs are
+    RegSeg's; at fractional rates each fractional conv runs its 25 taps instead of 9."""
+    size = (64, 96)
+    start = atrous.complexity(atrous.create_model("regseg_search", num_classes=3, dilations=[(1.0, 1.0), (1.0, 2.0)],
+                                                  **SMALL), size)
+    plain = atrous.complexity(atrous.create_model("regseg", num_classes=3, dilations=[(1, 1), (1, 2)], **SMALL), size)
+    assert start["macs"] == plain["macs"] and start["params"] == plain["params"] + 4  # + 2 blocks x 2 rates
+    frac = atrous.create_model("regseg_search", num_classes=3, dilations=[(1.5, 1.5), (1.5, 2.5)], **SMALL)
+    branch_macs = sum(m.weight[0].numel() * m.out_channels for m in frac.modules()
+                      if isinstance(m, atrous.nn.FractionalDilatedConv)) * (size[0] // 16) * (size[1] // 16)
+    assert atrous.complexity(frac, size)["macs"] - plain["macs"] == branch_macs * 16 // 9

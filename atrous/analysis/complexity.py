@@ -101,19 +101,29 @@ def count_params(model: nn.Module, training_only: bool = False) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if not n.startswith(skip))
 
 
+def _count_forward(model: nn.Module, shape, device: str):
+    """One eval forward of a copy of ``model`` on ``device`` under the counters."""
+    copied = copy.deepcopy(model).to(device).eval()
+    counter, recorder = FlopCounterMode(display=False), _Recorder()
+    with torch.no_grad(), counter, recorder:
+        copied(torch.zeros(*shape, device=device))
+    return counter, recorder
+
+
 def complexity(model: nn.Module, input_size=(1024, 2048), batch: int = 1) -> dict:
     """``params`` (of the eval model), ``macs`` (conv + linear multiply-accumulates), ``flops``
     (2 x macs), ``fvcore_flops`` and, for a registered model, ``paper_convention`` and
     ``paper_flops`` (the raw count in the paper's convention). Counting runs one eval forward on
     a copy of the model on PyTorch's meta device: shapes only, no arithmetic, so even
-    1024x2048 takes about a second; ``model`` itself is not touched."""
+    1024x2048 takes about a second; ``model`` itself is not touched. A model whose forward reads
+    a tensor's value (``regseg_search`` reads its rates) is counted by a real forward on CPU."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    meta = copy.deepcopy(model).to("meta").eval()
-    x = torch.zeros(batch, 3, h, w, device="meta")
-    counter = FlopCounterMode(display=False)
-    recorder = _Recorder()
-    with torch.no_grad(), counter, recorder:
-        meta(x)
+    try:
+        counter, recorder = _count_forward(model, (batch, 3, h, w), "meta")
+    except RuntimeError as e:  # a model that reads a tensor's value (regseg_search's rates): count on CPU
+        if "meta" not in str(e):
+            raise
+        counter, recorder = _count_forward(model, (batch, 3, h, w), "cpu")
     macs = counter.get_total_flops() // 2
     result = {"params": count_params(model), "macs": int(macs), "flops": int(2 * macs),
               "input_size": (h, w), "fvcore_flops": int(fvcore_flops(macs, recorder.records))}
