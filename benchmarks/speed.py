@@ -18,4 +18,5 @@ import sys
 from atrous.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["bench", "--all", *sys.argv[1:]]))
+    sys.argv = ["atrous", "bench", "--all", *sys.argv[1:]]  # the command line the table records
+    sys.exit(main(sys.argv[1:]))
