@@ -149,3 +149,14 @@ def test_bench_plumbing_runs_every_backend():
     assert r.gmacs > 0 and r.ms_per_image > 0 and len(r.round_ms) == 2 and r.precision == "fp32"
     assert r.matmul_gflops_per_s > 0 and r.matmul_share == r.gflops_per_s / r.matmul_gflops_per_s
     assert "speed-up" in format_results(results)
+
+
+def test_interleaved_rounds_alternate_the_order():
+    from atrous.deploy.benchmark import time_interleaved
+
+    calls = []
+    runners = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times = time_interleaved(runners, "cpu", warmup=1, iters=4, rounds=4, progress=False)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    assert calls[3:] == list("abc" "cba" "abc" "cba")  # no runner always follows the same one
+    assert all(len(t) == 4 for t in times.values())

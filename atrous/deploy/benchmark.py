@@ -19,8 +19,9 @@ Backends:
   random inputs (speed does not depend on the calibration data).
 
 Several backends given together are timed interleaved: after every backend's warm-up, the timed
-iterations run in ``rounds`` chunks, cycling through the backends, so that a change in machine
-load affects all of them alike.
+iterations run in ``rounds`` chunks, cycling through the backends (forwards, then backwards), so
+that a change in machine load, or the position right after another backend, affects all of them
+alike.
 """
 from __future__ import annotations
 
@@ -153,7 +154,9 @@ def build_runner(model: nn.Module, backend: str, x: torch.Tensor, amp: bool = Fa
 def time_interleaved(runners: dict[str, Callable], device: str, warmup: int = 10, iters: int = 100,
                      rounds: int = 1, progress: bool = True, desc: str = "bench") -> dict[str, list[float]]:
     """Seconds per iteration of every runner, per round: ``warmup`` untimed calls each, then
-    ``iters`` timed calls each split into ``rounds`` chunks that cycle through the runners."""
+    ``iters`` timed calls each split into ``rounds`` chunks that cycle through the runners, in
+    the given order in even rounds and reversed in odd ones (so that a runner's position, e.g.
+    right after one that leaves caches cold or threads asleep, is not always the same)."""
     from tqdm import tqdm
 
     rounds = max(1, min(rounds, iters))
@@ -167,8 +170,9 @@ def time_interleaved(runners: dict[str, Callable], device: str, warmup: int = 10
             bar.update()
     synchronize(device)
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for chunk in chunks:
-        for name, run in runners.items():
+    order = list(runners.items())
+    for r, chunk in enumerate(chunks):  # every other round backwards: no runner always follows another
+        for name, run in (order if r % 2 == 0 else order[::-1]):
             bar.set_postfix_str(name)
             synchronize(device)
             start = time.perf_counter()
