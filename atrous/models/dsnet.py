@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..nn import MFACB, MSAF, SPASPP, BasicBlock, Bottleneck, ConvBNAct, basic_stage, resize_to
+from ..nn import MFACB, MSAF, SPASPP, BasicBlock, Bottleneck, ConvBNAct, basic_stage, crop_to, resize_to
 from .base import FovStep, ModelCard, SegmentationModel, check_sequence
 from .registry import register_alias, register_model
 
@@ -144,7 +144,7 @@ class DSNet(SegmentationModel):
         y = F.relu(self.fusion5(spatial, self.proj5(context)))
         y = self.up(self.spaspp(y))
         y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
-        y = y[..., : skip.shape[-2], : skip.shape[-1]]  # odd 1/4 sizes: crop the x2 upsampling
+        y = crop_to(y, skip.shape[-2:])  # odd 1/4 sizes: crop the x2 upsampling
         logits = resize_to(self.head(torch.cat([y, skip], dim=1)), size)
         if not (self.training and self.aux_p is not None):
             return logits

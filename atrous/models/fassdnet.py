@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..nn import DAPF, MDA, ConvBNAct, HarDBlock, resize_to
+from ..nn import DAPF, MDA, ConvBNAct, HarDBlock, crop_to, resize_to
 from .base import FovStep, ModelCard, SegmentationModel, check_sequence
 from .registry import register_model
 
@@ -159,7 +159,7 @@ class FASSDNet(SegmentationModel):
         logits = self.classifier(x)
         out_h, out_w = max(h, lo), max(w, lo)
         logits = resize_to(logits, (out_h, out_w), align_corners=True)
-        return logits[..., :h, :w]
+        return crop_to(logits, (h, w))
 
     def fov_path(self) -> list[FovStep]:
         steps = [FovStep(f"stem.{i}", 3, s) for i, s in enumerate(self.stem_strides)]

@@ -54,3 +54,12 @@ def resize_to(x: torch.Tensor, size, align_corners: bool = False) -> torch.Tenso
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def crop_to(x: torch.Tensor, size) -> torch.Tensor:
+    """The top-left ``size`` (H, W) of ``x``; a no-op when the size already matches (so an
+    exported graph has no copying Slice on the common path)."""
+    h, w = size
+    if tuple(x.shape[-2:]) == (h, w):
+        return x
+    return x[..., :h, :w]
