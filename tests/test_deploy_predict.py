@@ -156,7 +156,24 @@ def test_interleaved_rounds_alternate_the_order():
 
     calls = []
     runners = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    times = time_interleaved(runners, "cpu", warmup=1, iters=4, rounds=4, progress=False)
+    times = time_interleaved(runners, "cpu", warmup=1, iters=4, rounds=4, progress=False, settle=0)
     assert calls[:3] == ["a", "b", "c"]  # warm-up
     assert calls[3:] == list("abc" "cba" "abc" "cba")  # no runner always follows the same one
     assert all(len(t) == 4 for t in times.values())
+
+
+def test_speed_target_verdicts():
+    from atrous.deploy.benchmark import BenchResult
+    from atrous.deploy.speed_table import verdict
+
+    def result(backend, rounds):
+        ms = sum(rounds) / len(rounds)
+        return BenchResult("m", backend, "cpu", "cpu", 2, "fp32", 64, 64, 1, 1, len(rounds), ms, 1000 / ms,
+                           1.0, 1.0, 100.0, tuple(rounds))
+
+    eager, ort = result("eager", [200, 200]), result("onnxruntime", [100, 110])
+    assert verdict([eager, ort, result("onnxruntime-opt", [95, 100])]) == ("2.05x (onnxruntime-opt), 1.08x ORT", "yes")
+    assert verdict([eager, ort, result("compile", [104, 108])])[1] == "tie"  # 106 > 105, rounds overlap
+    assert verdict([eager, ort, result("fused", [115, 120])])[1] == "no"  # slower in every round
+    assert verdict([result("eager", [120, 120]), ort, result("fused", [95, 95])])[1] == "no"  # 1.26x eager
+    assert verdict([ort]) == ("-", "-")

@@ -21,7 +21,8 @@ Backends:
 Several backends given together are timed interleaved: after every backend's warm-up, the timed
 iterations run in ``rounds`` chunks, cycling through the backends (forwards, then backwards), so
 that a change in machine load, or the position right after another backend, affects all of them
-alike.
+alike; each timed chunk starts after a short idle pause, so no backend pays for the previous
+one's spinning worker threads.
 """
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ from torch import nn
 
 BACKENDS = ("eager", "fused", "compile", "onnxruntime", "onnxruntime-opt", "int8")
 FP32_BACKENDS = ("eager", "fused", "compile", "onnxruntime", "onnxruntime-opt")
+# Idle time before each timed chunk. ONNX Runtime's worker threads keep spinning for some 20-50 ms
+# after a run; on 2 cores a session run right after another one's ran 1.7x slower (fassdnet_l2,
+# 512x1024: 76.7 vs 44.0 ms), which would charge whichever backend comes next.
+SETTLE_S = 0.2
 
 
 @dataclass
@@ -152,11 +157,13 @@ def build_runner(model: nn.Module, backend: str, x: torch.Tensor, amp: bool = Fa
 
 
 def time_interleaved(runners: dict[str, Callable], device: str, warmup: int = 10, iters: int = 100,
-                     rounds: int = 1, progress: bool = True, desc: str = "bench") -> dict[str, list[float]]:
+                     rounds: int = 1, progress: bool = True, desc: str = "bench",
+                     settle: float = SETTLE_S) -> dict[str, list[float]]:
     """Seconds per iteration of every runner, per round: ``warmup`` untimed calls each, then
     ``iters`` timed calls each split into ``rounds`` chunks that cycle through the runners, in
     the given order in even rounds and reversed in odd ones (so that a runner's position, e.g.
-    right after one that leaves caches cold or threads asleep, is not always the same)."""
+    right after one that leaves caches cold or threads asleep, is not always the same). Before
+    each timed chunk the machine is left idle for ``settle`` seconds (see ``SETTLE_S``)."""
     from tqdm import tqdm
 
     rounds = max(1, min(rounds, iters))
@@ -175,6 +182,7 @@ def time_interleaved(runners: dict[str, Callable], device: str, warmup: int = 10
         for name, run in (order if r % 2 == 0 else order[::-1]):
             bar.set_postfix_str(name)
             synchronize(device)
+            time.sleep(settle)  # let the previous runner's worker threads stop spinning
             start = time.perf_counter()
             for _ in range(chunk):
                 run()
@@ -188,7 +196,7 @@ def time_interleaved(runners: dict[str, Callable], device: str, warmup: int = 10
 def benchmark(name: str, backends: Sequence[str] = ("eager",), size=(1024, 2048), batch: int = 1,
               device: str = "cpu", amp: bool = False, threads: int | None = None, warmup: int = 10,
               iters: int = 100, rounds: int | None = None, weights=None, num_classes: int | None = None,
-              progress: bool = True, rate: float | None = None) -> list[BenchResult]:
+              progress: bool = True, rate: float | None = None, settle: float = SETTLE_S) -> list[BenchResult]:
     """Time registered model ``name`` with each backend (interleaved) at ``batch x 3 x H x W``.
     ``rate`` is the machine's matmul GFLOP/s; when not given, a 2048^3 (CUDA: 8192^3) matmul in the
     timed precision runs as one more interleaved "backend", so the rate is measured under the
@@ -217,7 +225,8 @@ def benchmark(name: str, backends: Sequence[str] = ("eager",), size=(1024, 2048)
         dtype = amp_dtype(device) if amp else torch.float32
         a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
         runners["matmul"] = lambda: a @ b
-    times = time_interleaved(runners, device, warmup, iters, rounds, progress, desc=f"{name} {h}x{w}")
+    times = time_interleaved(runners, device, warmup, iters, rounds, progress, desc=f"{name} {h}x{w}",
+                             settle=settle)
     if n:
         per_round = times.pop("matmul")
         rate = 2 * n ** 3 / (sum(per_round) / len(per_round)) / 1e9
