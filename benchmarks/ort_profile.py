@@ -57,8 +57,8 @@ def profile(data: bytes, size, threads: int, runs: int, folder: str):
 
 
 def main() -> None:
-    from atrous.deploy.export import onnx_bytes, simplify_static
-    from atrous.deploy.fuse import fuse
+    from atrous.cli import parse_size
+    from atrous.deploy.export import onnx_bytes, optimized_onnx_bytes
     from atrous.deploy.weights import load_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -68,11 +68,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--top", type=int, default=8, help="slowest nodes to list")
     args = parser.parse_args()
-    size = tuple(int(s) for s in args.size.lower().split("x"))
+    size = parse_size(args.size)
     for name in args.models:
         model = load_model(name, None, None, warn_untrained=False)
         default = onnx_bytes(model, size)
-        ours = simplify_static(onnx_bytes(fuse(model), size))
+        ours = optimized_onnx_bytes(model, size)
         with tempfile.TemporaryDirectory() as folder:
             ops = {tag: optimized_ops(data, args.threads, folder, tag)
                    for tag, data in (("onnxruntime", default), ("onnxruntime-opt", ours))}

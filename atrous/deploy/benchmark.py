@@ -113,24 +113,17 @@ def build_runner(model: nn.Module, backend: str, x: torch.Tensor, amp: bool = Fa
     if backend not in BACKENDS:
         raise ValueError(f"backend: {backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
     if backend in ("onnxruntime", "onnxruntime-opt", "int8"):
-        from .export import onnx_bytes, ort_session
+        from .export import onnx_bytes, optimized_onnx_bytes, ort_session
 
         size, batch = tuple(x.shape[-2:]), x.shape[0]
         if backend == "int8":
             if device != "cpu":
                 raise ValueError("backend int8: CPU only (ONNX Runtime static quantization)")
-            from .fuse import fuse
             from .quantize import quantize_onnx, random_calibration
 
-            from .export import simplify_static
-
-            data = quantize_onnx(simplify_static(onnx_bytes(fuse(model), size, batch)),
-                                 random_calibration(size, batch))
+            data = quantize_onnx(optimized_onnx_bytes(model, size, batch), random_calibration(size, batch))
         elif backend == "onnxruntime-opt":
-            from .export import simplify_static
-            from .fuse import fuse
-
-            data = simplify_static(onnx_bytes(fuse(model), size, batch))
+            data = optimized_onnx_bytes(model, size, batch)
         else:
             data = onnx_bytes(model, size, batch)
         session = ort_session(data, threads=threads, device=device)

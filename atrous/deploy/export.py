@@ -67,6 +67,16 @@ def simplify_static(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
+def optimized_onnx_bytes(model: nn.Module, size: Sequence[int] = (512, 1024), batch: int = 1,
+                         dynamic: bool = False, opset: int = OPSET) -> bytes:
+    """Our graph for ONNX Runtime (the ``onnxruntime-opt`` backend, ``atrous export --optimize``):
+    the :func:`~atrous.deploy.fuse`-d model, plus :func:`simplify_static` for a static size."""
+    from .fuse import fuse
+
+    data = onnx_bytes(fuse(model), size, batch, dynamic, opset)
+    return data if dynamic else simplify_static(data)
+
+
 def ort_session(model_bytes_or_path, threads: int | None = None, optimization: str = "default",
                 device: str = "cpu"):
     """An ONNX Runtime session. ``optimization`` is ``"default"`` (ORT's own defaults, i.e. all
@@ -113,14 +123,8 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, size: Sequence[int] = 
     size). ``optimize`` exports the BatchNorm-folded model (:func:`~atrous.deploy.fuse`) and, for
     a static size, applies :func:`simplify_static` (the ``onnxruntime-opt`` benchmark backend).
     Returns ``{"path", "bytes", "max_abs_diff": {size: diff}}``."""
-    if optimize:
-        from .fuse import fuse
-
-        data = onnx_bytes(fuse(model), size, batch, dynamic, opset)
-        if not dynamic:
-            data = simplify_static(data)
-    else:
-        data = onnx_bytes(model, size, batch, dynamic, opset)
+    make = optimized_onnx_bytes if optimize else onnx_bytes
+    data = make(model, size, batch, dynamic, opset)
     import onnx
 
     onnx.checker.check_model(onnx.load_from_string(data))

@@ -153,12 +153,9 @@ def quantize_model(model: torch.nn.Module, out: str | os.PathLike, calib: str, s
     largest logit difference from fp32 ONNX Runtime and the pixel agreement of the argmax on the
     first calibration image."""
     from ..utils import atomic_path
-    from .export import onnx_bytes, ort_session, run_ort
+    from .export import optimized_onnx_bytes, ort_session, run_ort
 
-    from .export import simplify_static
-    from .fuse import fuse
-
-    fp32 = simplify_static(onnx_bytes(fuse(model), size))  # folded BatchNorms (also those ORT cannot fold) quantize with their conv
+    fp32 = optimized_onnx_bytes(model, size)  # folded BatchNorms (also those ORT cannot fold) quantize with their conv
     batches = list(calibration_images(calib, size, limit))
     int8 = quantize_onnx(fp32, batches, per_channel, reduce_range, method, progress)
     reference = run_ort(ort_session(fp32), batches[0])
