@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--backend", default=None,
-                   help="eager|fused|compile|onnxruntime|onnxruntime-opt|int8, or several comma-separated (timed interleaved)")
+                   help="eager|fused|compile|onnxruntime|onnxruntime-opt|int8, or several comma-separated "
+                   "(timed interleaved)")
     p.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA, bfloat16 on CPU")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (PyTorch and ONNX Runtime)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations (protocol: 10; --all: 3)")

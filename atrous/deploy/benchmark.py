@@ -189,7 +189,7 @@ def time_interleaved(runners: dict[str, Callable], device: str, warmup: int = 10
 def benchmark(name: str, backends: Sequence[str] = ("eager",), size=(1024, 2048), batch: int = 1,
               device: str = "cpu", amp: bool = False, threads: int | None = None, warmup: int = 10,
               iters: int = 100, rounds: int | None = None, weights=None, num_classes: int | None = None,
-              progress: bool = True, rate: float | None = None, settle: float = SETTLE_S) -> list[BenchResult]:
+              progress: bool = True, rate: float | None = None) -> list[BenchResult]:
     """Time registered model ``name`` with each backend (interleaved) at ``batch x 3 x H x W``.
     ``rate`` is the machine's matmul GFLOP/s; when not given, a 2048^3 (CUDA: 8192^3) matmul in the
     timed precision runs as one more interleaved "backend", so the rate is measured under the
@@ -218,8 +218,7 @@ def benchmark(name: str, backends: Sequence[str] = ("eager",), size=(1024, 2048)
         dtype = amp_dtype(device) if amp else torch.float32
         a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
         runners["matmul"] = lambda: a @ b
-    times = time_interleaved(runners, device, warmup, iters, rounds, progress, desc=f"{name} {h}x{w}",
-                             settle=settle)
+    times = time_interleaved(runners, device, warmup, iters, rounds, progress, desc=f"{name} {h}x{w}")
     if n:
         per_round = times.pop("matmul")
         rate = 2 * n ** 3 / (sum(per_round) / len(per_round)) / 1e9

@@ -86,8 +86,8 @@ def markdown_table(rows, sizes, backends, threads: int, command: str, iters: int
         f"(int8: ONNX Runtime static), {warmup} warm-up + mean of {iters} timed iterations per backend, "
         f"backends interleaved in {rounds} rounds. ms per image; GMACs per image; "
         f"'best fp32' = fastest of {'/'.join(OUR_FP32)} over plain eager, and over ONNX Runtime (default settings). "
-        f"target: yes = best fp32 >= {TARGET_SPEEDUP}x eager and not slower than ONNX Runtime; tie = >= {TARGET_SPEEDUP}x "
-        "eager, slower than ONNX Runtime on the mean but within the spread of the rounds.",
+        f"target: yes = best fp32 >= {TARGET_SPEEDUP}x eager and not slower than ONNX Runtime; "
+        f"tie = >= {TARGET_SPEEDUP}x eager, slower than ONNX Runtime on the mean but within the spread of the rounds.",
         "",
     ]
     header = ["model", "params"]

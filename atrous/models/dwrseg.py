@@ -131,7 +131,8 @@ class DWRSegDecoder(nn.Module):
 
 
 class DWRSeg(SegmentationModel):
-    """DWRSeg (Sec 3, Fig. 3; decoder and Seg-Head of Fig. 6b): backbone + decoder; the 1/8 logits are upsampled (bilinear) to the input size.
+    """DWRSeg (Sec 3, Fig. 3; decoder and Seg-Head of Fig. 6b): backbone + decoder; the 1/8 logits
+    are upsampled (bilinear) to the input size.
     Any H, W >= 32 works without padding: every stride-2 conv, pool and shortcut rounds up, and
     the decoder resizes to the exact 1/8 size."""
 

@@ -103,7 +103,8 @@ class RegSegDecoder(nn.Module):
 
 
 class RegSeg(SegmentationModel):
-    """RegSeg (Sec 3.3 backbone, Sec 3.5 decoder): backbone + decoder; logits are upsampled (bilinear) from 1/4 to the input size.
+    """RegSeg (Sec 3.3 backbone, Sec 3.5 decoder): backbone + decoder; logits are upsampled
+    (bilinear) from 1/4 to the input size.
     Any H, W works: strides round up (ceil) and every resize targets the exact skip size."""
 
     def __init__(self, cfg: RegSegConfig, num_classes: int = 19):

@@ -27,8 +27,8 @@ SEARCH_START = ((1.0, 1.0),) + tuple(tuple(float(r) for r in d) for d in EXP48_D
 
 @dataclass(frozen=True)
 class RegSegSearchConfig(RegSegConfig):
-    """A RegSeg variant whose 1/16 dilations are trainable floats (RegSeg Sec 3.4, Fig. 7); ``dilations`` are their initial
-    values (one entry per stride-1 block at 1/16, one rate per branch)."""
+    """A RegSeg variant whose 1/16 dilations are trainable floats (RegSeg Sec 3.4, Fig. 7);
+    ``dilations`` are their initial values (one entry per stride-1 block at 1/16, one rate per branch)."""
 
     dilations: Sequence[Sequence[float]] = SEARCH_START
 

@@ -11,8 +11,9 @@ from .mfacb import atrous_stack, serial_outputs
 
 
 class GlobalPoolBranch(nn.Module):
-    """ASPP's image-level branch (the "global pooling" of SPASPP, DSNet Sec 3.5, Fig. 5): global average pool, 1x1 conv-BN-ReLU, bilinear upsample
-    (``align_corners=False``) back to the input size."""
+    """ASPP's image-level branch (the "global pooling" of SPASPP, DSNet Sec 3.5, Fig. 5): global
+    average pool, 1x1 conv-BN-ReLU, bilinear upsample (``align_corners=False``) back to the input
+    size."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
