@@ -21,12 +21,13 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from ..errors import UserError
 from .classes import IGNORE_INDEX, palette_for
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A bad sample or layout; the message names the file and what was expected."""
 
 
