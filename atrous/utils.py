@@ -9,7 +9,9 @@ import tempfile
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success it is renamed over ``path`` (atomic on
-    POSIX), on failure it is removed, so no half-written file is ever left at ``path``."""
+    POSIX), on failure it is removed, so no half-written file is ever left at ``path``. The file
+    gets the permissions of any file the process creates (0666 less the umask), not the private
+    0600 of the temporary file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -17,8 +19,16 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -59,7 +59,7 @@ def profile(data: bytes, size, threads: int, runs: int, folder: str):
 def main() -> None:
     from atrous.cli import parse_size
     from atrous.deploy.export import onnx_bytes, optimized_onnx_bytes
-    from atrous.deploy.weights import load_model
+    from atrous.deploy.source import open_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+")
@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     size = parse_size(args.size)
     for name in args.models:
-        model = load_model(name, None, None, warn_untrained=False)
+        model = open_model(name, warn_untrained=False)
         default = onnx_bytes(model, size)
         ours = optimized_onnx_bytes(model, size)
         with tempfile.TemporaryDirectory() as folder:

@@ -13,7 +13,6 @@ from atrous import create_model, list_models
 from atrous.deploy import fuse, prepare_inference, unfused_batchnorms
 from atrous.deploy.export import check_onnx, export_onnx, onnx_bytes, ort_session
 from atrous.deploy.fuse import drop_training_only
-from atrous.deploy.weights import load_model
 from atrous.nn import ConvBNAct, DilatedConv
 
 SIZE = (64, 96)
@@ -213,21 +212,24 @@ def test_cli_export_without_weights_warns(tmp_path, capsys):
     assert out.is_file() and "max |diff|" in captured.out
 
 
-def test_weights_metadata_sets_classes_and_name(tmp_path):
+def test_atrous_0_1_weights_metadata_sets_classes_and_name(tmp_path):
     from safetensors.torch import save_file
+
+    from atrous.deploy.source import open_model
 
     source = randomized(create_model("regseg", num_classes=11))
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path),
-              metadata={"model": "regseg", "num_classes": "11"})
-    loaded = load_model("regseg", path)
-    assert loaded.num_classes == 11 and not loaded.training
+              metadata={"model": "regseg", "num_classes": "11"})  # as atrous 0.1 wrote them
+    loaded = open_model("regseg", str(path))
+    assert loaded.num_classes == 11 and not loaded.training and loaded.record.model == "regseg"
+    assert open_model(str(path)).num_classes == 11  # the file alone names its model
     x = inputs()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), source(x))
     with pytest.raises(ValueError, match="regseg_large"):
-        load_model("regseg_large", path)
+        open_model("regseg_large", str(path))
     with pytest.raises(FileNotFoundError):
-        load_model("regseg", tmp_path / "missing.safetensors")
+        open_model("regseg", str(tmp_path / "missing.safetensors"))
     with pytest.warns(UserWarning, match="untrained"):
-        load_model("regseg")
+        open_model("regseg")

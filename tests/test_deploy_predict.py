@@ -9,7 +9,8 @@ from PIL import Image
 
 from atrous import create_model
 from atrous.data.classes import CITYSCAPES_LABEL_TO_TRAIN
-from atrous.deploy.predict import load_palette, predict, submission_name, train_to_label_ids
+from atrous.deploy.outputs import submission_name
+from atrous.deploy.predict import load_palette, predict, train_to_label_ids
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,8 @@ def test_predict_video(model, tmp_path):
     writer.release()
     out = tmp_path / "out"
     result = predict(model, [str(video)], str(out), batch=2, progress=False)
-    assert result == {"images": 0, "videos": 1, "frames": 5, "out": str(out)}
+    assert {k: result[k] for k in ("images", "videos", "frames", "failed")} == {
+        "images": 0, "videos": 1, "frames": 5, "failed": []}
     pngs = sorted((out / "clip").glob("*.png"))
     assert [p.name for p in pngs] == [f"{k:06d}.png" for k in range(5)]
     assert np.asarray(Image.open(pngs[0])).shape == (64, 96)
@@ -100,9 +102,10 @@ def test_cityscapes_submission_names_and_label_ids(model, tmp_path):
     write_image(src / "berlin_000001_000019_leftImg8bit.png", 64, 128, 1)
     out = tmp_path / "submission"
     predict(model, [str(tmp_path / "test")], str(out), cityscapes_submission=True, batch=2, progress=False)
-    files = sorted(p.name for p in out.rglob("*"))
+    files = sorted(p.name for p in out.rglob("*.png"))  # beside them only the manifest, predict.json
     assert files == ["berlin_000000_000019_labelIds.png",
                      "berlin_000001_000019_labelIds.png"]
+    assert sorted(p.name for p in out.iterdir()) == files + ["predict.json"]
     ids = np.asarray(Image.open(out / files[0]))
     assert ids.shape == (64, 128) and set(np.unique(ids)) <= set(CITYSCAPES_LABEL_TO_TRAIN)
     plain = tmp_path / "plain"

@@ -199,29 +199,31 @@ def test_checkpoint_is_atomic_and_keeps_rng(tmp_path, monkeypatch):
     assert [p.name for p in ckpt.remove_partial_files(tmp_path)] == [".tmp-x1iter_0000009.pt"]
 
 
-def test_load_weights_with_another_number_of_classes(tmp_path):
+def test_model_init_with_another_number_of_classes(tmp_path):
+    from atrous.engine.trainer import init_weights
+    from atrous.weights import default_record, save_weights
+
     options = dict(stem_width=8, widths=(8, 16, 16, 16), depths=(1, 1), group_width=8,
                    dilations=[[1], [1, 2]], decoder_widths=(16, 8, 16))
     source = create_model("regseg", num_classes=19, **options)
-    path = ckpt.save_weights(tmp_path / "city.safetensors", source, {"model": "regseg"})
+    path = save_weights(tmp_path / "city.safetensors", source, default_record(source))
     target = create_model("regseg", num_classes=11, **options)
-    skipped = ckpt.load_weights(target, path)
-    assert skipped == ["decoder.classifier.bias", "decoder.classifier.weight"]
+    report = init_weights(target, str(path))
+    assert sorted(k for k, _, _ in report.misshaped) == ["decoder.classifier.bias", "decoder.classifier.weight"]
+    assert "loaded" in report.summary() and "decoder.classifier" in report.summary()
     assert torch.equal(target.backbone.stem.conv.weight, source.backbone.stem.conv.weight)
     assert target.decoder.classifier.weight.shape[0] == 11
-    with pytest.raises(ValueError, match="shape mismatch"):
-        ckpt.load_weights(target, path, allow_class_change=False)
-    with pytest.raises(ValueError, match="city.safetensors"):
-        ckpt.load_weights(create_model("regseg", num_classes=11), path)
+    with pytest.raises(ValueError, match="city.safetensors"):  # another architecture: refused
+        init_weights(create_model("regseg", num_classes=11), str(path))
 
 
 def test_weights_file_bytes_are_reproducible(tmp_path):
+    from atrous.weights import safetensors_bytes
+
     model = nn.Linear(3, 2)
+    state = {k: v.detach() for k, v in model.state_dict().items()}
     meta = {"b": 1, "a": "x", "c": 3, "d": 4, "e": 5}
-    a = ckpt.save_weights(tmp_path / "a.safetensors", model, meta).read_bytes()
-    b = ckpt.save_weights(tmp_path / "b.safetensors", model, dict(reversed(list(meta.items())))).read_bytes()
-    assert a == b
-    assert torch.equal(ckpt.read_weights(tmp_path / "a.safetensors")["weight"], model.weight)
+    assert safetensors_bytes(state, meta) == safetensors_bytes(state, dict(reversed(list(meta.items()))))
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from tqdm import tqdm
+from ..progress import progress as progress_bar
 
 from ..errors import UserError
 from .classes import IGNORE_INDEX, palette_for
@@ -92,7 +92,7 @@ def decode_with_lut(raw: np.ndarray, table: np.ndarray, path, num_classes: int) 
 
 def to_tensors(image: Image.Image, mask: np.ndarray, mean=None, std=None):
     """PIL RGB + int mask -> (float32 3xHxW normalised, int64 HxW)."""
-    from .transforms import IMAGENET_MEAN, IMAGENET_STD
+    from ..weights.record import IMAGENET_MEAN, IMAGENET_STD
 
     mean = torch.tensor(IMAGENET_MEAN if mean is None else mean, dtype=torch.float32)[:, None, None]
     std = torch.tensor(IMAGENET_STD if std is None else std, dtype=torch.float32)[:, None, None]
@@ -148,7 +148,7 @@ class SegmentationDataset(Dataset):
             good = []
             with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
                 problems = pool.map(self._problem, range(len(self.files)))
-                for pair, problem in zip(self.files, tqdm(problems, total=len(self.files), leave=False,
+                for pair, problem in zip(self.files, progress_bar(problems, total=len(self.files), leave=False,
                                                           desc=f"checking {self.name} {self.split}")):
                     if problem:
                         self.skipped.append((pair[0], problem))

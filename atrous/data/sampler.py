@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from torch.utils.data import Sampler
-from tqdm import tqdm
+from ..progress import progress as progress_bar
 
 from ..utils import atomic_path
 from .base import SampleRequest
@@ -103,7 +103,7 @@ def compute_class_presence(dataset, tile_size: int = 1024, progress: bool = True
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(one, range(n))
-        for i, (count, image_points) in enumerate(tqdm(results, total=n, desc=f"class presence ({dataset.name})",
+        for i, (count, image_points) in enumerate(progress_bar(results, total=n, desc=f"class presence ({dataset.name})",
                                                         disable=not progress, leave=False)):
             counts[i] = count
             for c, points in sorted(image_points.items()):

@@ -34,12 +34,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
+from ..weights.record import IMAGENET_MEAN, IMAGENET_STD
 from .base import to_tensors
 from .classes import IGNORE_INDEX
 from .randaug import RandAugment
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_KEYS = ("scale", "crop", "hflip", "randaug", "color_jitter", "resize", "resize_mask", "normalize")
 EVAL_KEYS = ("resize", "resize_mask", "normalize")
 

@@ -36,6 +36,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 BACKENDS = ("eager", "fused", "compile", "onnxruntime", "onnxruntime-opt", "int8")
 FP32_BACKENDS = ("eager", "fused", "compile", "onnxruntime", "onnxruntime-opt")
 # Idle time before each timed chunk. ONNX Runtime's worker threads keep spinning for some 20-50 ms
@@ -111,14 +113,14 @@ def build_runner(model: nn.Module, backend: str, x: torch.Tensor, amp: bool = Fa
     and warmed once already)."""
     device = x.device.type
     if backend not in BACKENDS:
-        raise ValueError(f"backend: {backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
+        raise UserError(f"backend: {backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
     if backend in ("onnxruntime", "onnxruntime-opt", "int8"):
         from .export import onnx_bytes, optimized_onnx_bytes, ort_session
 
         size, batch = tuple(x.shape[-2:]), x.shape[0]
         if backend == "int8":
             if device != "cpu":
-                raise ValueError("backend int8: CPU only (ONNX Runtime static quantization)")
+                raise UserError("backend int8: CPU only (ONNX Runtime static quantization)")
             from .quantize import quantize_onnx, random_calibration
 
             data = quantize_onnx(optimized_onnx_bytes(model, size, batch), random_calibration(size, batch))
@@ -157,12 +159,12 @@ def time_interleaved(runners: dict[str, Callable], device: str, warmup: int = 10
     the given order in even rounds and reversed in odd ones (so that a runner's position, e.g.
     right after one that leaves caches cold or threads asleep, is not always the same). Before
     each timed chunk the machine is left idle for ``settle`` seconds (see ``SETTLE_S``)."""
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     rounds = max(1, min(rounds, iters))
     chunks = [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
     total = len(runners) * (warmup + iters)
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="it")
+    bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False, unit="it")
     for name, run in runners.items():
         bar.set_postfix_str(f"{name} warm-up")
         for _ in range(warmup):
@@ -195,14 +197,15 @@ def benchmark(name: str, backends: Sequence[str] = ("eager",), size=(1024, 2048)
     timed precision runs as one more interleaved "backend", so the rate is measured under the
     same load as the model."""
     from ..analysis import complexity
-    from .weights import load_model
+    from .source import is_model_file, open_model
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda: no CUDA device is available to PyTorch")
+        raise UserError("device cuda: no CUDA device is available to PyTorch")
     threads = set_threads(threads)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
-    model = load_model(name, weights, num_classes, warn_untrained=False).to(device)
+    model = open_model(name, weights, num_classes, allow_onnx=False, warn_untrained=False).to(device)
+    name = model.record.model if is_model_file(name) else name
     h, w = size
     gmacs = complexity(model, (h, w))["macs"] / 1e9
     x = torch.randn(batch, 3, h, w, device=device)

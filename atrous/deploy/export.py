@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..utils import atomic_path
 
 OPSET = 17
@@ -93,7 +94,7 @@ def ort_session(model_bytes_or_path, threads: int | None = None, optimization: s
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError("device cuda: this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+            raise UserError("device cuda: this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
         providers.insert(0, "CUDAExecutionProvider")
     return ort.InferenceSession(model_bytes_or_path, options, providers=providers)
 
@@ -117,14 +118,15 @@ def check_onnx(model: nn.Module, session, size: Sequence[int], batch: int = 1, s
 
 def export_onnx(model: nn.Module, out: str | os.PathLike, size: Sequence[int] = (512, 1024),
                 batch: int = 1, dynamic: bool = False, opset: int = OPSET, check: bool = True,
-                optimize: bool = False) -> dict:
+                optimize: bool = False, record=None) -> dict:
     """Write ``model`` as ONNX to ``out`` (atomically). With ``check`` the file is run in ONNX
     Runtime and compared with PyTorch at the export size (and, when ``dynamic``, at a second
     size). ``optimize`` exports the BatchNorm-folded model (:func:`~atrous.deploy.fuse`) and, for
     a static size, applies :func:`simplify_static` (the ``onnxruntime-opt`` benchmark backend).
+    The weights record (``record``, default ``model.record``) goes into the file's metadata.
     Returns ``{"path", "bytes", "max_abs_diff": {size: diff}}``."""
     make = optimized_onnx_bytes if optimize else onnx_bytes
-    data = make(model, size, batch, dynamic, opset)
+    data = with_record(make(model, size, batch, dynamic, opset), record or getattr(model, "record", None))
     import onnx
 
     onnx.checker.check_model(onnx.load_from_string(data))
@@ -142,6 +144,37 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, size: Sequence[int] = 
     return {"path": os.fspath(out), "bytes": len(data), "max_abs_diff": diffs}
 
 
+def with_record(model_bytes: bytes, record) -> bytes:
+    """The ONNX graph with the weights record as JSON in its ``metadata_props`` (key
+    :data:`atrous.weights.RECORD_KEY`); unchanged when ``record`` is None."""
+    if record is None:
+        return model_bytes
+    import onnx
+
+    from ..weights import RECORD_KEY
+
+    graph = onnx.load_from_string(model_bytes)
+    kept = [p for p in graph.metadata_props if p.key != RECORD_KEY]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    graph.metadata_props.add(key=RECORD_KEY, value=record.to_json())
+    return graph.SerializeToString()
+
+
+def read_onnx_record(session, path: str):
+    """The weights record in an ONNX file's metadata, or None (a file atrous did not write)."""
+    from ..errors import WeightsError
+    from ..weights import RECORD_KEY, WeightsRecord
+
+    text = session.get_modelmeta().custom_metadata_map.get(RECORD_KEY)
+    if text is None:
+        return None
+    try:
+        return WeightsRecord.from_json(text)
+    except (ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: its weights record cannot be read ({exc})") from None
+
+
 class OnnxModel(nn.Module):
     """An exported (or int8-quantized) ONNX file behind the model contract: ``model(x)`` runs it in
     ONNX Runtime and returns the logits as a tensor, so ``atrous eval`` measures an ONNX model with
@@ -151,17 +184,28 @@ class OnnxModel(nn.Module):
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         super().__init__()
+        from ..errors import MissingFile, WeightsError
+        from ..weights import WeightsRecord
+
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"ONNX model {path}: no such file")
+            raise MissingFile(f"ONNX model {path}: no such file")
         self.path = str(path)
-        self.session = ort_session(self.path, threads)
+        try:
+            self.session = ort_session(self.path, threads)
+        except Exception as exc:  # onnxruntime raises its own types for a file it cannot parse
+            if type(exc).__module__.startswith("onnxruntime"):
+                raise WeightsError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0]})") from None
+            raise
         dims = self.session.get_inputs()[0].shape
         self.input_shape = tuple(d if isinstance(d, int) else None for d in dims)
         classes = self.session.get_outputs()[0].shape[1]
-        self.num_classes = classes if isinstance(classes, int) else None
+        self.record = read_onnx_record(self.session, self.path)
+        self.num_classes = self.record.num_classes if self.record else classes if isinstance(classes, int) else None
+        if self.record is None and self.num_classes:
+            self.record = WeightsRecord(model="onnx", num_classes=self.num_classes, provenance={"source": self.path})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(want is not None and want != got for want, got in zip(self.input_shape, x.shape)):
-            raise ValueError(f"ONNX model {self.path}: takes input {self.input_shape} (None = free), "
-                             f"got {tuple(x.shape)}")
+            raise UserError(f"ONNX model {self.path}: takes input {self.input_shape} (None = free), "
+                            f"got {tuple(x.shape)}; export with --dynamic, or at this size")
         return torch.from_numpy(run_ort(self.session, x)).to(x.device)

@@ -2,31 +2,32 @@
 side-by-side views, and Cityscapes test-server submissions.
 
 Images of any size run at their own size (the model contract pads inside where a network needs
-it); consecutive images of equal size are batched. Videos (read with OpenCV, the ``video`` extra)
-give an overlay video and one class-index PNG per frame. The model runs on the fast path of
-:func:`~atrous.deploy.prepare_inference` (exact: BatchNorm folded, channels_last).
+it; an image smaller than the network's minimum is padded and the prediction cropped back);
+consecutive images of equal size are batched. Videos (read with OpenCV, the ``video`` extra) give
+an overlay video and one class-index PNG per frame. A PyTorch model runs on the fast path of
+:func:`~atrous.deploy.prepare_inference` (exact: BatchNorm folded, channels_last); an
+:class:`~atrous.deploy.export.OnnxModel` runs in ONNX Runtime. Inputs are normalised as the
+weights record says. Where the outputs go is checked first (:mod:`atrous.deploy.outputs`): no
+input or other file of the user's is ever overwritten. A bad input is reported by path and the
+others are still written.
 """
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
 
-from ..data import CLASS_NAMES, PALETTES, colorize, palette_for
+from ..data import PALETTES, palette_for
+from ..data.base import DataError, read_image
 from ..data.classes import CITYSCAPES_LABEL_TO_TRAIN
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..utils import atomic_path
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-# <city>_<sequence>_<frame>: what the Cityscapes evaluation matches a prediction on
-# (cityscapesScripts' getPrediction looks for "<city>_<seq>_<frame>*.png").
-CITYSCAPES_NAME = re.compile(r"^(?P<city>[a-z]+)_(?P<seq>\d{6})_(?P<frame>\d{6})")
+from ..errors import UserError
+from ..weights import Normalization
+from .outputs import Item, check_output_folder, index_image, plan_outputs, render, save_png, write_manifest
+from .video import predict_video
 
 
 def train_to_label_ids() -> np.ndarray:
@@ -37,21 +38,10 @@ def train_to_label_ids() -> np.ndarray:
     return table
 
 
-def submission_name(path: str) -> str:
-    """``berlin_000000_000019_leftImg8bit.png`` -> ``berlin_000000_000019_labelIds.png``; a name
-    the Cityscapes server can match raises a ValueError otherwise."""
-    stem = os.path.basename(path)
-    match = CITYSCAPES_NAME.match(stem)
-    if match is None:
-        raise ValueError(f"{path}: not a Cityscapes image name (<city>_<6 digits>_<6 digits>_leftImg8bit.png); "
-                         f"the test server matches predictions by that prefix")
-    return f"{match['city']}_{match['seq']}_{match['frame']}_labelIds.png"
-
-
 def load_palette(spec: str | None, num_classes: int, dataset: str | None = None) -> np.ndarray:
     """K x 3 uint8 colours. ``spec``: a dataset name (cityscapes, camvid, ade20k, bdd100k), or a
     file listing one class per line, either ``name`` (colours from :func:`palette_for`) or
-    ``name,r,g,b``. Default: the model card's dataset palette when its size fits, else generated."""
+    ``name,r,g,b``. Default: the dataset's palette when its size fits, else generated."""
     if spec is None:
         spec = dataset if dataset in PALETTES and len(PALETTES[dataset]) == num_classes else None
     if spec is None:
@@ -59,114 +49,88 @@ def load_palette(spec: str | None, num_classes: int, dataset: str | None = None)
     elif spec in PALETTES:
         colours = PALETTES[spec]
     elif os.path.isfile(spec):
-        names, given = [], []
-        with open(spec) as f:
-            for number, line in enumerate(f, 1):
-                parts = [p.strip() for p in line.strip().split(",")]
-                if not parts[0]:
-                    continue
-                names.append(parts[0])
-                if len(parts) == 4:
-                    try:
-                        given.append(tuple(int(v) for v in parts[1:]))
-                    except ValueError:
-                        raise ValueError(f"{spec}:{number}: expected 'name,r,g,b' with integers, got {line.strip()!r}")
-                elif len(parts) != 1:
-                    raise ValueError(f"{spec}:{number}: expected 'name' or 'name,r,g,b', got {line.strip()!r}")
-        if given and len(given) != len(names):
-            raise ValueError(f"{spec}: give colours for every class or for none")
-        colours = given or palette_for(names)
+        colours = _palette_file(spec)
     else:
-        raise ValueError(f"--palette {spec!r}: expected one of {', '.join(sorted(PALETTES))} or a class-list file")
+        raise UserError(f"--palette {spec!r}: expected one of {', '.join(sorted(PALETTES))} or a class-list file")
     if len(colours) < num_classes:
-        raise ValueError(f"palette {spec}: {len(colours)} colours for a model with {num_classes} classes")
+        raise UserError(f"palette {spec}: {len(colours)} colours for a model with {num_classes} classes")
     return np.asarray(colours, dtype=np.uint8)
 
 
-def collect_inputs(inputs: Sequence[str]) -> list[tuple[str, str, str]]:
-    """``(kind, path, relative name)`` for every image and video in ``inputs`` (files or folders,
-    searched recursively); the relative name keeps folder structure in the output."""
-    found = []
-    for item in inputs:
-        if os.path.isdir(item):
-            for root, _, names in sorted(os.walk(item)):
-                for name in sorted(names):
-                    path = os.path.join(root, name)
-                    kind = _kind(path)
-                    if kind:
-                        found.append((kind, path, os.path.relpath(path, item)))
-        elif os.path.isfile(item):
-            kind = _kind(item)
-            if kind is None:
-                raise ValueError(f"{item}: not an image ({', '.join(IMAGE_EXTENSIONS)}) "
-                                 f"or a video ({', '.join(VIDEO_EXTENSIONS)})")
-            found.append((kind, item, os.path.basename(item)))
-        else:
-            raise FileNotFoundError(f"input: no such file or folder {item}")
-    if not found:
-        raise ValueError(f"inputs {' '.join(inputs)}: no images or videos found")
-    return found
+def _palette_file(spec: str):
+    names, given = [], []
+    with open(spec) as f:
+        for number, line in enumerate(f, 1):
+            parts = [p.strip() for p in line.strip().split(",")]
+            if not parts[0]:
+                continue
+            names.append(parts[0])
+            if len(parts) == 4:
+                try:
+                    given.append(tuple(int(v) for v in parts[1:]))
+                except ValueError:
+                    raise UserError(f"{spec}:{number}: expected 'name,r,g,b' with integers, got {line.strip()!r}") from None
+            elif len(parts) != 1:
+                raise UserError(f"{spec}:{number}: expected 'name' or 'name,r,g,b', got {line.strip()!r}")
+    if given and len(given) != len(names):
+        raise UserError(f"{spec}: give colours for every class or for none")
+    return given or palette_for(names)
 
 
-def _kind(path: str) -> str | None:
-    ext = os.path.splitext(path)[1].lower()
-    return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
+def palette_of(model, spec: str | None = None) -> np.ndarray:
+    """``--palette`` if given, else the weights record's palette, else a generated one."""
+    record = getattr(model, "record", None)
+    if spec is None and record is not None and record.palette:
+        return np.asarray(record.palette, dtype=np.uint8)
+    return load_palette(spec, model.num_classes)
 
 
 @dataclass
 class Predictor:
-    """Runs a model on uint8 RGB frames (H x W x 3); returns H x W class indices."""
+    """Runs a model on uint8 RGB frames (H x W x 3); returns H x W class indices. Frames are
+    normalised by ``normalization`` (the weights record's, default ImageNet); a frame smaller than
+    the network's ``min_size`` is padded (zeros after normalisation: the mean colour) and the
+    prediction cropped back."""
 
     model: torch.nn.Module
     device: str = "cpu"
-    mean: Sequence[float] = IMAGENET_MEAN
-    std: Sequence[float] = IMAGENET_STD
+    normalization: Normalization = field(default_factory=Normalization)
     runner: torch.nn.Module = field(init=False)
 
     def __post_init__(self):
+        from .export import OnnxModel
         from .fuse import prepare_inference
 
-        self.runner = prepare_inference(self.model.to(self.device), channels_last=self.device == "cpu")
-        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255
+        if isinstance(self.model, OnnxModel):
+            self.runner, self.min_size = self.model, 1
+        else:
+            self.runner = prepare_inference(self.model.to(self.device), channels_last=self.device == "cpu")
+            self.min_size = getattr(self.model, "min_size", 1)
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float()
-        logits = self.runner((x - self._mean) / self._std)
-        labels = logits.argmax(1).to(torch.int32).cpu().numpy()
-        return list(labels)
+        x = torch.from_numpy(np.stack([self.normalization.apply(f) for f in frames])).to(self.device)
+        h, w = x.shape[-2:]
+        pad_h, pad_w = max(0, self.min_size - h), max(0, self.min_size - w)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        logits = self.runner(x)[..., :h, :w]
+        return list(logits.argmax(1).to(torch.int32).cpu().numpy())
 
 
-def _save_png(array: np.ndarray, path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
-
-
-def index_image(labels: np.ndarray) -> np.ndarray:
-    return labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
-
-
-def render(frame: np.ndarray, labels: np.ndarray, palette: np.ndarray, side_by_side: bool,
-           alpha: float = 0.5) -> np.ndarray:
-    """The colour overlay (``alpha`` of the class colour over the image), or with
-    ``side_by_side`` the image and the colour mask next to each other."""
-    colours = colorize(labels, palette)
-    if side_by_side:
-        return np.concatenate([frame, colours], axis=1)
-    return (frame * (1 - alpha) + colours * alpha).round().astype(np.uint8)
-
-
-def _batches(items: list[tuple[str, str]], batch: int) -> Iterator[list[tuple[str, np.ndarray]]]:
-    """Consecutive images of equal size, at most ``batch`` at a time."""
-    group: list[tuple[str, np.ndarray]] = []
-    for path, rel in items:
-        with Image.open(path) as img:
-            frame = np.asarray(img.convert("RGB"))
+def _image_batches(items: list[Item], batch: int, failed: list) -> Iterator[list[tuple[Item, np.ndarray]]]:
+    """Consecutive readable images of equal size, at most ``batch`` at a time; an unreadable one
+    goes to ``failed`` as ``(path, reason)``."""
+    group: list[tuple[Item, np.ndarray]] = []
+    for item in items:
+        try:
+            frame = np.asarray(read_image(item.path))
+        except DataError as exc:
+            failed.append((item.path, str(exc)))
+            continue
         if group and (len(group) == batch or group[0][1].shape != frame.shape):
             yield group
             group = []
-        group.append((rel, frame))
+        group.append((item, frame))
     if group:
         yield group
 
@@ -179,107 +143,55 @@ def predict(model: torch.nn.Module, inputs: Sequence[str], out: str, palette: np
     Images: ``<name>.png`` (class indices) and ``<name>_overlay.png`` (or ``<name>_side.png``).
     Videos: ``<name>_overlay.mp4`` (or ``_side.mp4``) and ``<name>/<frame>.png`` class indices.
     ``cityscapes_submission``: only labelId PNGs named ``<city>_<seq>_<frame>_labelIds.png``,
-    flat in ``out`` (nothing else, so the server finds exactly one prediction per image).
-    Returns counts of images, videos and frames written."""
-    from tqdm import tqdm
+    flat in ``out``. ``OUT/predict.json`` lists what was written. Returns the counts written and
+    ``failed``: ``(path, reason)`` of every input that could not be predicted."""
+    from ..progress import progress as progress_bar
 
     if batch < 1:
-        raise ValueError(f"--batch: must be >= 1, got {batch}")
-    found = collect_inputs(inputs)
-    images = [(p, rel) for kind, p, rel in found if kind == "image"]
-    videos = [(p, rel) for kind, p, rel in found if kind == "video"]
-    label_ids = None
-    if cityscapes_submission:
-        if videos:
-            raise ValueError(f"--cityscapes-submission: takes images only, got video {videos[0][0]}")
-        if model.num_classes != 19:
-            raise ValueError(f"--cityscapes-submission: needs a 19-class Cityscapes model, this one has "
-                             f"{model.num_classes} classes")
-        names = [submission_name(p) for p, _ in images]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"--cityscapes-submission: several inputs map to {duplicates[0]}")
-        images = [(p, n) for (p, _), n in zip(images, names)]
-        label_ids = train_to_label_ids()
-    if palette is None:
-        palette = load_palette(None, model.num_classes)
-    predictor = Predictor(model, device)
-    frames_total = sum(_frame_count(p) for p, _ in videos)
-    bar = tqdm(total=len(images) + frames_total, desc="predict", unit="img", disable=not progress)
+        raise UserError(f"--batch: must be >= 1, got {batch}")
+    if cityscapes_submission and model.num_classes != 19:
+        raise UserError(f"--cityscapes-submission: needs a 19-class Cityscapes model, this one has "
+                        f"{model.num_classes} classes")
+    items = plan_outputs(inputs, side_by_side, cityscapes_submission)
+    previous = check_output_folder(out, inputs, items)
+    images = [i for i in items if i.kind == "image"]
+    videos = [i for i in items if i.kind == "video"]
+    palette = palette_of(model) if palette is None else palette
+    record = getattr(model, "record", None)
+    predictor = Predictor(model, device, record.normalization if record else Normalization())
     os.makedirs(out, exist_ok=True)
-    for group in _batches(images, batch):
-        for (rel, frame), labels in zip(group, predictor([f for _, f in group])):
-            if label_ids is not None:
-                _save_png(label_ids[labels], os.path.join(out, rel))
-            else:
-                stem = os.path.splitext(rel)[0]
-                _save_png(index_image(labels), os.path.join(out, stem + ".png"))
-                suffix = "_side.png" if side_by_side else "_overlay.png"
-                _save_png(render(frame, labels, palette, side_by_side), os.path.join(out, stem + suffix))
+    summary = {"model": record.describe() if record else type(model).__name__, "images": 0, "videos": 0,
+               "frames": 0, "failed": []}
+    write_manifest(out, items, previous, summary)  # before the first prediction: see outputs.py
+    failed = summary["failed"]
+    label_ids = train_to_label_ids() if cityscapes_submission else None
+    bar = progress_bar(total=len(images), desc="predict", unit="img", disable=not progress or not images)
+    for group in _image_batches(images, batch, failed):
+        try:
+            results = predictor([frame for _, frame in group])
+        except UserError as exc:  # e.g. a static-size ONNX graph and an image of another size
+            failed += [(item.path, str(exc)) for item, _ in group]
+            continue
+        for (item, frame), labels in zip(group, results):
+            _write_image_outputs(out, item, frame, labels, palette, side_by_side, label_ids)
+        summary["images"] += len(group)
         bar.update(len(group))
-    frames = 0
-    for path, rel in videos:
-        frames += _predict_video(predictor, path, os.path.join(out, os.path.splitext(rel)[0]), palette,
-                                 side_by_side, batch, bar)
     bar.close()
-    return {"images": len(images), "videos": len(videos), "frames": frames, "out": out}
+    for item in videos:
+        try:
+            summary["frames"] += predict_video(predictor, item.path, os.path.join(out, item.outputs[0]),
+                                               os.path.join(out, item.outputs[1]), palette, side_by_side,
+                                               batch, progress)
+            summary["videos"] += 1
+        except (UserError, OSError) as exc:
+            failed.append((item.path, str(exc)))
+    write_manifest(out, items, previous, summary)
+    return {**summary, "out": out}
 
 
-def _open_video(path: str):
-    try:
-        import cv2
-    except ImportError:
-        raise ImportError("videos need OpenCV: pip install 'atrous[video]' (opencv-python-headless)") from None
-    capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
-        raise ValueError(f"{path}: OpenCV cannot open this video")
-    return cv2, capture
-
-
-def _frame_count(path: str) -> int:
-    cv2, capture = _open_video(path)
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    capture.release()
-    return max(count, 0)
-
-
-def _predict_video(predictor: Predictor, path: str, stem: str, palette, side_by_side: bool,
-                   batch: int, bar) -> int:
-    cv2, capture = _open_video(path)
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    video_out = stem + ("_side.mp4" if side_by_side else "_overlay.mp4")
-    os.makedirs(stem, exist_ok=True)
-    written = 0
-    writer = None
-    try:
-        with atomic_path(video_out) as tmp:
-            while True:
-                frames = []
-                while len(frames) < batch:
-                    ok, bgr = capture.read()
-                    if not ok:
-                        break
-                    frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-                if not frames:
-                    break
-                for frame, labels in zip(frames, predictor(frames)):
-                    picture = render(frame, labels, palette, side_by_side)
-                    if writer is None:
-                        h, w = picture.shape[:2]
-                        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                        if not writer.isOpened():
-                            raise ValueError(f"{video_out}: OpenCV cannot write an mp4v video here")
-                    writer.write(np.ascontiguousarray(picture[:, :, ::-1]))
-                    _save_png(index_image(labels), os.path.join(stem, f"{written:06d}.png"))
-                    written += 1
-                bar.update(len(frames))
-            if writer is not None:
-                writer.release()
-                writer = None
-            if written == 0:
-                raise ValueError(f"{path}: no frames could be read")
-    finally:
-        if writer is not None:
-            writer.release()
-        capture.release()
-    return written
+def _write_image_outputs(out, item: Item, frame, labels, palette, side_by_side, label_ids) -> None:
+    if label_ids is not None:
+        save_png(label_ids[labels], os.path.join(out, item.outputs[0]))
+        return
+    save_png(index_image(labels), os.path.join(out, item.outputs[0]))
+    save_png(render(frame, labels, palette, side_by_side), os.path.join(out, item.outputs[1]))

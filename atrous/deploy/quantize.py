@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from ..data.base import IMAGE_EXTENSIONS
 
 
 def random_calibration(size: Sequence[int], batch: int = 1, count: int = 2, seed: int = 0) -> list[np.ndarray]:
@@ -58,12 +58,15 @@ def parse_dataset_spec(spec: str) -> tuple[dict, str] | None:
     return {"dataset": name, "root": root}, split or "train"
 
 
-def calibration_images(source: str, size: Sequence[int], limit: int = 32) -> Iterator[np.ndarray]:
+def calibration_images(source: str, size: Sequence[int], limit: int = 32,
+                       normalization=None) -> Iterator[np.ndarray]:
     """Up to ``limit`` normalized 1 x 3 x H x W float32 arrays for calibration, resized to
     ``size``. ``source`` is a folder or glob of images, or a dataset spec (see
-    :func:`parse_dataset_spec`; its training split by default, never the evaluation split)."""
-    from ..data import IMAGENET_MEAN, IMAGENET_STD
+    :func:`parse_dataset_spec`; its training split by default, never the evaluation split).
+    Image files are normalised by ``normalization`` (the weights record's; default ImageNet)."""
+    from ..weights import Normalization
 
+    norm = normalization or Normalization()
     dataset = parse_dataset_spec(source)
     h, w = size
     if dataset is not None:
@@ -85,23 +88,21 @@ def calibration_images(source: str, size: Sequence[int], limit: int = 32) -> Ite
                          f"or a recipe .yaml)")
     from PIL import Image
 
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
     step = max(1, len(files) // limit)
     for path in files[::step][:limit]:
         with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
-        yield ((rgb.transpose(2, 0, 1) - mean) / std)[None].astype(np.float32)
+            rgb = np.asarray(img.convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.float32)
+        yield norm.apply(rgb)[None]
 
 
 class _Reader:
     """ONNX Runtime CalibrationDataReader over an iterable of input arrays."""
 
     def __init__(self, input_name: str, batches: Iterable[np.ndarray], progress: bool):
-        from tqdm import tqdm
+        from ..progress import progress as progress_bar
 
         self.input_name = input_name
-        self.batches = iter(tqdm(batches, desc="calibration", unit="img", disable=not progress, leave=False))
+        self.batches = iter(progress_bar(batches, desc="calibration", unit="img", disable=not progress, leave=False))
 
     def get_next(self):
         batch = next(self.batches, None)
@@ -153,11 +154,16 @@ def quantize_model(model: torch.nn.Module, out: str | os.PathLike, calib: str, s
     largest logit difference from fp32 ONNX Runtime and the pixel agreement of the argmax on the
     first calibration image."""
     from ..utils import atomic_path
-    from .export import optimized_onnx_bytes, ort_session, run_ort
+    from .export import optimized_onnx_bytes, ort_session, run_ort, with_record
 
     fp32 = optimized_onnx_bytes(model, size)  # folded BatchNorms (also those ORT cannot fold) quantize with their conv
-    batches = list(calibration_images(calib, size, limit))
+    record = getattr(model, "record", None)
+    batches = list(calibration_images(calib, size, limit, record.normalization if record else None))
     int8 = quantize_onnx(fp32, batches, per_channel, reduce_range, method, progress)
+    if record is not None:
+        quantized = {"method": method, "per_channel": per_channel, "reduce_range": reduce_range,
+                     "calibration": calib, "calibration_images": len(batches), "size": list(size)}
+        int8 = with_record(int8, record.replace(provenance={**record.provenance, "int8": quantized}))
     reference = run_ort(ort_session(fp32), batches[0])
     got = run_ort(ort_session(int8), batches[0])
     with atomic_path(out) as tmp:

@@ -1,25 +1,19 @@
-"""Checkpoints and weights.
+"""Training checkpoints and random-number states.
 
-* Training checkpoints (``DIR/checkpoints/iter_NNNNNNN.pt``) hold the full state: model, optimizer,
-  AMP scaler, EMA, iteration and every random-number generator, written atomically (temp file +
-  rename) so a kill at any moment leaves the previous checkpoint intact. They load with
-  ``weights_only=True``.
-* Final weights are safetensors (``DIR/model.safetensors``).
-* :func:`load_weights` starts a model from weights trained with another number of classes (e.g.
-  Cityscapes -> CamVid, RegSeg Sec 4.2): tensors whose shape differs are left at their
-  initialization and reported.
+Training checkpoints (``DIR/checkpoints/iter_NNNNNNN.pt``) hold the full state: model, optimizer,
+AMP scaler, EMA, iteration, every random-number generator and the weights record, written
+atomically (temp file + rename) so a kill at any moment leaves the previous checkpoint intact.
+They are read by :mod:`atrous.weights` (``weights_only``; no code runs). Final weights
+(``DIR/model.safetensors``) are written by :func:`atrous.weights.save_weights`.
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from ..utils import atomic_path
 
 CHECKPOINT_RE = re.compile(r"iter_(\d+)\.pt")
@@ -95,72 +89,7 @@ def prune_checkpoints(folder, keep: int) -> None:
 
 
 def load_checkpoint(path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report which file is bad
-        raise ValueError(f"checkpoint {path}: cannot be read ({exc})") from None
+    """The full training state of a checkpoint, read by the one weights reader (no code runs)."""
+    from ..weights import torch_load
 
-
-# --------------------------------------------------------------------------- weights
-def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
-    """A safetensors file whose bytes depend only on the tensors and metadata: the library writes
-    the header's metadata in hash order, so the header is rewritten with sorted keys (the format
-    allows any order; offsets are relative to the data section)."""
-    from safetensors.torch import save
-
-    raw = save(state, metadata={k: str(v) for k, v in (metadata or {}).items()})
-    size = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + size])
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + raw[8 + size:]
-
-
-def save_weights(path, model: nn.Module, metadata: dict | None = None) -> Path:
-    """``model``'s state dict as safetensors, written atomically and byte-reproducibly."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    data = safetensors_bytes(state, metadata)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
-    return Path(path)
-
-
-def read_weights(path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors, or from a .pt/.pth (a bare state dict, or one under
-    ``model``/``state_dict``/``model_state``), loaded with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights {str(path)!r} do not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict", "model_state"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise ValueError(f"weights {path}: expected a state dict, got {type(state).__name__}")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-def load_weights(model: nn.Module, path, allow_class_change: bool = True) -> list[str]:
-    """Load ``path`` into ``model``. Keys must match; tensors whose shape differs (the classifier
-    when the number of classes changes) keep their initialization if ``allow_class_change``, and
-    their names are returned. Anything else raises an error naming the file and the keys."""
-    state = read_weights(path)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"weights {path}: do not fit {type(model).__name__}: "
-                         f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                         f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
-    skipped = sorted(k for k in own if own[k].shape != state[k].shape)
-    if skipped and not allow_class_change:
-        raise ValueError(f"weights {path}: shape mismatch at {skipped}")
-    for key in skipped:
-        state[key] = own[key]
-    model.load_state_dict(state)
-    return skipped
+    return torch_load(path)

@@ -13,12 +13,15 @@ from typing import Any, Iterable
 
 import yaml
 
+from ..errors import MissingFile, UnknownName, UserError
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 # Paths whose contents are free-form mappings (checked by their consumer, not here).
 OPEN_KEYS = ("data", "model.options")
 
 DEFAULTS: dict[str, Any] = {
+    "recipe": None,  # set by load_config: the bundled name or the path the run was made from
     "seed": 0,  # RegSeg Sec 4.3: seed before initialization; reseeded with seed + epoch per epoch
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "model": {
@@ -81,7 +84,7 @@ def merge(base: dict, update: dict, where: str = "", source: str = "recipe") -> 
         path = f"{where}.{key}" if where else str(key)
         if key not in out and not _is_open(path):
             valid = ", ".join(sorted(f"{where}.{k}" if where else k for k in out))
-            raise KeyError(f"{source}: unknown key {path!r}; valid keys here: {valid}")
+            raise UnknownName(f"{source}: unknown key {path!r}; valid keys here: {valid}")
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value, path, source)
         else:
@@ -94,11 +97,11 @@ def recipe_path(recipe: str | Path) -> Path:
     path = Path(recipe)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
-            raise FileNotFoundError(f"recipe {str(path)!r} does not exist")
+            raise MissingFile(f"recipe {str(path)!r} does not exist")
         return path
     bundled = RECIPES / f"{recipe}.yaml"
     if not bundled.is_file():
-        raise FileNotFoundError(f"unknown recipe {recipe!r}: not a file and not one of the bundled "
+        raise MissingFile(f"unknown recipe {recipe!r}: not a file and not one of the bundled "
                                 f"recipes ({', '.join(list_recipes())})")
     return bundled
 
@@ -110,11 +113,11 @@ def list_recipes() -> list[str]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.lr=0.01"`` -> (["train", "lr"], 0.01): the value is read as YAML."""
     if "=" not in text:
-        raise ValueError(f"--set {text!r}: expected key=value, e.g. train.max_iters=40")
+        raise UserError(f"--set {text!r}: expected key=value, e.g. train.max_iters=40")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ValueError(f"--set {text!r}: empty key")
+        raise UserError(f"--set {text!r}: empty key")
     return key.split("."), read_value(raw)
 
 
@@ -146,9 +149,9 @@ def read_recipe(path: Path) -> dict:
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"recipe {str(path)!r}: invalid YAML: {exc}") from None
+        raise UserError(f"recipe {str(path)!r}: invalid YAML: {exc}") from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"recipe {str(path)!r}: expected a mapping at the top level")
+        raise UserError(f"recipe {str(path)!r}: expected a mapping at the top level")
     return loaded
 
 
@@ -158,28 +161,101 @@ def load_config(recipe: str | Path, overrides: Iterable[str] = ()) -> dict:
     loaded = read_recipe(path)
     config = merge(DEFAULTS, loaded, source=f"recipe {path}")
     config = apply_overrides(config, overrides)
+    config["recipe"] = str(recipe)
     check_config(config)
     return config
 
 
+# Types of the keys whose default is null (the others take the type of their default).
+NULLABLE_TYPES = {
+    "train.epochs": int, "train.max_iters": int, "train.grad_clip": float, "train.eval_every": int,
+    "eval.shorter_side": int, "loss.threshold": float, "loss.keep_fraction": float, "loss.min_kept": int,
+    "model.init": (str, dict), "recipe": str,
+}
+
+
+def check_types(config: dict, defaults: dict = DEFAULTS, where: str = "") -> None:
+    """Every key of ``defaults`` holds a value of its type (an int is a float too; null is
+    allowed where the default is null), or a UserError names the key, the value and the type."""
+    for key, default in defaults.items():
+        path = f"{where}.{key}" if where else key
+        if _is_open(path) or key not in config:
+            continue
+        value = config[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise UserError(f"{path}: expected a mapping, got {value!r}")
+            check_types(value, default, path)
+            continue
+        expected = NULLABLE_TYPES.get(path) if default is None else type(default)
+        if value is None or expected is None:
+            continue
+        if not _has_type(value, expected):
+            names = "/".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            raise UserError(f"{path}: expected {names.replace('float', 'a number').replace('int', 'an integer')}, "
+                            f"got {value!r}")
+
+
+def _has_type(value, expected) -> bool:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool):
+        return bool in types
+    if float in types and isinstance(value, (int, float)):
+        return True
+    return isinstance(value, types)
+
+
 def check_config(config: dict) -> None:
-    """Value checks that would otherwise fail late, each naming its key."""
+    """Type and value checks that would otherwise fail late, each naming its key."""
+    check_types(config)
     train = config["train"]
     if train["max_iters"] is None and train["epochs"] is None:
-        raise ValueError("train.max_iters / train.epochs: give one of them")
+        raise UserError("train.max_iters / train.epochs: give one of them")
     for key in ("max_iters", "epochs", "batch_size"):
         value = train[key]
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"train.{key}: expected a positive integer, got {value!r}")
+            raise UserError(f"train.{key}: expected a positive integer, got {value!r}")
     if train["precision"] not in ("auto", "fp32", "fp16", "bf16"):
-        raise ValueError(f"train.precision: expected auto, fp32, fp16 or bf16, got {train['precision']!r}")
+        raise UserError(f"train.precision: expected auto, fp32, fp16 or bf16, got {train['precision']!r}")
     if config["eval"]["select"] not in ("final", "best"):
-        raise ValueError(f"eval.select: expected final or best, got {config['eval']['select']!r}")
+        raise UserError(f"eval.select: expected final or best, got {config['eval']['select']!r}")
     if not isinstance(config["data"], dict) or "dataset" not in config["data"]:
-        raise ValueError("data.dataset: missing (toy, cityscapes, camvid, ade20k, bdd100k or folder)")
+        raise UserError("data.dataset: missing (toy, cityscapes, camvid, ade20k, bdd100k or folder)")
     if not isinstance(config["loss"]["aux_weights"], list):
-        raise ValueError("loss.aux_weights: expected a list of numbers")
+        raise UserError("loss.aux_weights: expected a list of numbers")
 
 
 def dump_config(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+# Keys a resumed run may change: none of them alters what a checkpoint restores (docs/training.md).
+RESUMABLE_KEYS = ("train.lr", "train.max_iters", "train.epochs", "train.eval_every", "train.checkpoint_every",
+                  "train.log_every", "train.keep_checkpoints", "train.num_workers", "recipe")
+
+
+def flatten(config: dict, where: str = "") -> dict[str, Any]:
+    """``{"train.lr": 0.05, ...}``: every leaf of a nested mapping by its dotted key."""
+    out = {}
+    for key, value in config.items():
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def resume_changes(saved_text: str, config: dict, saved_name: str = "config.yaml") -> list[tuple[str, Any, Any]]:
+    """The ``(key, saved, now)`` changes of a resumed run's configuration. Changes to
+    :data:`RESUMABLE_KEYS` are returned; any other raises a UserError naming each key with both
+    values."""
+    saved = flatten(yaml.safe_load(saved_text) or {})
+    now = flatten(config)
+    changed = [(k, saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    refused = [c for c in changed if c[0] not in RESUMABLE_KEYS]
+    if refused:
+        listed = "; ".join(f"{k}: {old!r} in {saved_name}, {new!r} now" for k, old, new in refused)
+        raise UserError(f"--resume: {listed}. Resume with the saved values; only "
+                        f"{', '.join(k for k in RESUMABLE_KEYS if k != 'recipe')} may change")
+    return changed

@@ -15,8 +15,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from ..errors import UserError
+from ..progress import progress as progress_bar
 from ..utils import atomic_path
 
 
@@ -27,7 +28,7 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     keep = target != ignore_index
     target, pred = target[keep].long(), pred[keep].long()
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ValueError(f"labels outside 0..{num_classes - 1} that are not ignore ({ignore_index}): "
+        raise UserError(f"labels outside 0..{num_classes - 1} that are not ignore ({ignore_index}): "
                          f"{sorted(set(target.unique().tolist()) - set(range(num_classes)))}")
     index = target * num_classes + pred
     return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes).cpu()
@@ -88,7 +89,7 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 1, shorter_side: int |
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     try:
-        for image, target in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        for image, target in progress_bar(loader, desc=desc, disable=not progress, leave=False, unit="img"):
             image, target = image.to(device), target.to(device)
             pred = predict(model, image, target.shape[-2:], shorter_side)
             conf += confusion_matrix(pred, target, num_classes, ignore)
@@ -120,33 +121,72 @@ def write_json(path, result: dict) -> Path:
 
 def evaluate_weights(config: dict, weights, split: str | None = None, json_path=None,
                      progress: bool = True) -> dict:
-    """``atrous eval``: build the recipe's model and ``split`` (default ``eval.split``), load
-    ``weights`` (they must have the dataset's number of classes; an ``.onnx`` file, e.g. from
-    ``atrous quantize``, runs in ONNX Runtime instead of the recipe's model), evaluate, print the table and
-    write the JSON (default: beside the weights, ``eval_SPLIT.json``)."""
+    """``atrous eval RECIPE --weights FILE``: the recipe's ``split`` (default ``eval.split``) and
+    settings, the model as ``FILE`` says (its record; a file without one is built as the recipe's
+    model), evaluated; prints the table and writes the JSON (default: beside the weights,
+    ``eval_SPLIT.json``). An ``.onnx`` file (``atrous export``/``quantize``) runs in ONNX Runtime."""
+    from ..weights import load
+
+    if str(weights).lower().endswith(".onnx"):
+        from ..deploy.source import open_model
+
+        model = open_model(weights)
+    else:
+        model = load(weights, config["model"]["name"], **(config["model"]["options"] or {}))
+    return _evaluate_model(config, model, weights, split, json_path, progress)
+
+
+def evaluate_file(weights, overrides=(), split: str | None = None, json_path=None,
+                  progress: bool = True) -> dict:
+    """``atrous eval FILE``: the dataset, split and evaluation settings the file's weights record
+    names (``overrides``, ``--set key=value``, change them, e.g. ``data.root``)."""
+    from ..deploy.source import open_model
+
+    model = open_model(weights)
+    config = config_from_record(model.record, str(weights), overrides)
+    return _evaluate_model(config, model, weights, split, json_path, progress)
+
+
+def config_from_record(record, source: str, overrides=()) -> dict:
+    """The evaluation configuration of a weights record: the run's resolved recipe when the record
+    keeps it, else the defaults with the record's dataset, split and resize; then ``overrides``."""
+    from ..errors import UserError
+    from .config import DEFAULTS, apply_overrides, check_config, merge
+
+    saved = (record.provenance or {}).get("config") if record else None
+    if saved:
+        config = merge(DEFAULTS, saved, source=f"{source} (record)")
+    elif record is not None and record.data:
+        config = merge(DEFAULTS, {"data": dict(record.data), "model": {"name": record.model},
+                                  "eval": {"split": record.eval_split or "val", "shorter_side": record.eval_resize}})
+    else:
+        raise UserError(f"{source}: its record names no dataset (weights not trained by atrous); give the "
+                        f"recipe: atrous eval RECIPE --weights {source}")
+    config = apply_overrides(config, overrides)
+    if config["train"]["max_iters"] is None and config["train"]["epochs"] is None:
+        config["train"]["max_iters"] = 1  # a training length is irrelevant to evaluation
+    check_config(config)
+    return config
+
+
+def _evaluate_model(config: dict, model, weights, split, json_path, progress) -> dict:
     from ..data import build_dataset
-    from ..models import create_model
-    from .checkpoint import load_weights
+    from ..errors import UserError
     from .distributed import pick_device
 
     ecfg = config["eval"]
     split = split or ecfg["split"]
     dataset = build_dataset(config["data"], split, train=False)
-    if str(weights).endswith(".onnx"):  # an exported or int8 model, run by ONNX Runtime on CPU
-        from ..deploy.export import OnnxModel
-
-        model, device = OnnxModel(weights), torch.device("cpu")
-        if model.num_classes not in (None, dataset.num_classes):
-            raise ValueError(f"weights {weights}: {model.num_classes} classes, the dataset has {dataset.num_classes}")
-    else:
-        model = create_model(config["model"]["name"], num_classes=dataset.num_classes,
-                             **(config["model"]["options"] or {}))
-        load_weights(model, weights, allow_class_change=False)
-        device = pick_device(config["device"])
+    if model.num_classes not in (None, dataset.num_classes):
+        raise UserError(f"{weights}: a {model.num_classes}-class model; the {dataset.name} {split} split has "
+                        f"{dataset.num_classes} classes")
+    onnx = str(weights).lower().endswith(".onnx")
+    device = torch.device("cpu") if onnx else pick_device(config["device"])
     result = evaluate(model.to(device), dataset, int(ecfg["batch_size"]), ecfg["shorter_side"], device,
                       progress=progress, desc=f"eval {split}")
     result.update(weights=str(weights), split=split, shorter_side=ecfg["shorter_side"])
-    print(format_table(result, f"{config['model']['name']} on {split} ({len(dataset)} images), weights {weights}"))
+    name = model.record.model if getattr(model, "record", None) else config["model"]["name"]
+    print(format_table(result, f"{name} on {dataset.name} {split} ({len(dataset)} images), weights {weights}"))
     json_path = Path(json_path) if json_path else Path(weights).with_name(f"eval_{split}.json")
     write_json(json_path, result)
     print(f"wrote {json_path}")

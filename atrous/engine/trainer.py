@@ -14,17 +14,21 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from ..errors import UserError
 from ..models import create_model
+from ..progress import progress as progress_bar
+from ..utils import atomic_path
+from ..weights import save_weights
 from . import checkpoint as ckpt
-from .config import dump_config
+from .config import dump_config, resume_changes
 from .distributed import (all_finite, barrier, cleanup, init_distributed, mean_over_processes,
                           pick_device, unwrap, wrap_model)
 from .ema import EMA
 from .evaluate import evaluate, format_table, write_json
 from .losses import loss_from_config
 from .optim import build_optimizer
+from .records import training_record
 from .schedule import lr_factor, set_lr
 
 
@@ -40,17 +44,33 @@ def build_datasets(config: dict, need_val: bool = True):
     return train_set, val_set
 
 
-def build_model(config: dict, num_classes: int) -> torch.nn.Module:
+def build_model(config: dict, num_classes: int, progress: bool = True) -> torch.nn.Module:
     """Seed, then build the model (RegSeg Sec 4.3: seed before initialization) and load
-    ``model.init`` weights if given (the classifier may have another number of classes)."""
+    ``model.init`` weights if given (see :func:`init_weights`)."""
     ckpt.seed_everything(int(config["seed"]))
     model = create_model(config["model"]["name"], num_classes=num_classes, **(config["model"]["options"] or {}))
     if config["model"]["init"]:
-        skipped = ckpt.load_weights(model, config["model"]["init"])
-        if skipped:
-            print(f"model.init: {config['model']['init']}: kept the new initialization of {', '.join(skipped)} "
-                  "(shape differs: another number of classes)")
+        report = init_weights(model, config["model"]["init"])
+        if progress:
+            print(f"model.init: {report.summary()}")
     return model
+
+
+def init_weights(model: torch.nn.Module, spec):
+    """Load ``model.init`` into ``model``: every tensor of the file that the model has, with a
+    classifier of another class count left at its initialisation (e.g. Cityscapes -> CamVid,
+    RegSeg Table 7). Returns the :class:`atrous.weights.LoadReport`."""
+    from ..errors import WeightsError
+    from ..weights import load_state, open_weights, to_model_layout
+
+    path = spec
+    file = open_weights(path)
+    report = load_state(model, to_model_layout(model, file.state), str(path), strict=False)
+    classifier = model.classifier_key.rsplit(".", 1)[0] + "."
+    other = [k for k in report.missing + [m[0] for m in report.misshaped] if not k.startswith(classifier)]
+    if other or report.unexpected:
+        raise WeightsError(f"model.init: {report.mismatch()}", report)
+    return report
 
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:
@@ -168,32 +188,46 @@ def train(config: dict, out_dir, resume: bool = False, progress: bool = True, da
     tcfg, ecfg = config["train"], config["eval"]
     device = pick_device(config["device"])
     info = init_distributed(device)
+    existed = out.exists()
     try:
         return _train(config, out, resume, progress and info.is_main, datasets, tcfg, ecfg, device, info,
                       hooks or TrainHooks())
+    except BaseException:
+        if info.is_main:
+            discard_unstarted_run(out, existed)
+        raise
     finally:
         cleanup(info)
+
+
+def discard_unstarted_run(out: Path, existed: bool) -> None:
+    """After a failure before the first checkpoint, remove what the run wrote (config.yaml,
+    metrics.jsonl, the empty checkpoints folder, the run folder if it created it): a failed run
+    leaves nothing that looks like a run to resume."""
+    if ckpt.latest_checkpoint(out / "checkpoints") is not None:
+        return  # a run to --resume: keep everything
+    for name in ("config.yaml", "metrics.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    for folder in (out / "checkpoints", out):
+        if folder.is_dir() and not any(folder.iterdir()) and (folder != out or not existed):
+            folder.rmdir()
 
 
 def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, hooks) -> dict:
     ckpt_dir = out / "checkpoints"
     latest = ckpt.latest_checkpoint(ckpt_dir)
-    if info.is_main:
-        if latest is not None and not resume:
-            raise FileExistsError(f"--out {out}: holds checkpoints already; add --resume to continue or pick another folder")
-        saved_cfg = out / "config.yaml"
-        if resume and latest is not None and saved_cfg.is_file() and saved_cfg.read_text() != dump_config(config):
-            raise ValueError(f"--resume: the configuration differs from {saved_cfg}; resume with the same recipe and --set values")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_config(config))
-        ckpt.remove_partial_files(ckpt_dir)
-    barrier(info)
+    if latest is not None and not resume:
+        raise UserError(f"--out {out}: holds checkpoints already; add --resume to continue or pick another folder")
+    resumed = resume and latest is not None
+    changes = []
+    if resumed and (out / "config.yaml").is_file():
+        changes = resume_changes((out / "config.yaml").read_text(), config, str(out / "config.yaml"))
 
     seed = int(config["seed"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the papers; bitwise resume is promised on CPU only
     train_set, val_set = datasets if datasets is not None else build_datasets(config)
-    model = build_model(config, train_set.num_classes).to(device)
+    model = build_model(config, train_set.num_classes, progress).to(device)
     plan = EpochPlan(train_set, int(tcfg["batch_size"]), info.world_size, info.rank, seed,
                      config["data"].get("class_uniform"), config["data"].get("tile_size", 1024))
     max_iters = int(tcfg["max_iters"] or tcfg["epochs"] * plan.iters_per_epoch)
@@ -206,7 +240,7 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
     model = unwrap(net)
 
     start, best = 0, {"miou": None, "iter": None, "evaluations": 0}
-    if resume and latest is not None:
+    if resumed:
         state = ckpt.load_checkpoint(latest)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -218,14 +252,25 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
         ckpt.set_rng_state(state["rng"])
         if progress:
             print(f"resumed from {latest} at iteration {start}/{max_iters}")
+            for key, old, new in changes:
+                print(f"resume: {key} {old!r} -> {new!r}")
+    if info.is_main:  # written once the run is set up, so a run that cannot start leaves nothing
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "config.yaml") as tmp:
+            Path(tmp).write_text(dump_config(config))
+        ckpt.remove_partial_files(ckpt_dir)
+    barrier(info)
     log = MetricsLog(out / "metrics.jsonl", info.is_main, start if resume else None)
     if info.is_main:
-        hooks.on_start(model, start, resume and latest is not None)
+        hooks.on_start(model, start, resumed)
+
+    def record(iteration: int, weights: str, metrics: dict | None = None):
+        return training_record(config, model, train_set, iteration, weights, metrics)
 
     def save_state(iteration: int) -> Path:
         state = {"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scaler": scaler.state_dict() if use_scaler else {}, "ema": ema.state_dict() if ema else {},
-                 "best": best, "rng": ckpt.rng_state()}
+                 "best": best, "rng": ckpt.rng_state(), "record": record(iteration, "final").to_json()}
         path = ckpt.save_checkpoint(ckpt_dir / f"iter_{iteration:07d}.pt", state)
         ckpt.prune_checkpoints(ckpt_dir, int(tcfg["keep_checkpoints"]))
         return path
@@ -234,7 +279,7 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
         return ema.module if ema is not None else model
 
     it = start
-    bar = tqdm(total=max_iters, initial=start, desc="train", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=max_iters, initial=start, desc="train", disable=not progress)
     net.train()
     window, t0 = [], time.perf_counter()
     while it < max_iters:
@@ -278,7 +323,7 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
                           sec_per_iter=(time.perf_counter() - t0) / len(window))
                 window, t0 = [], time.perf_counter()
             if tcfg["eval_every"] and it % int(tcfg["eval_every"]) == 0 and it < max_iters:
-                _periodic_eval(eval_model(), val_set, ecfg, device, info, it, best, log, out)
+                _periodic_eval(eval_model(), val_set, ecfg, device, info, it, best, log, out, record)
                 net.train()
             if it % int(tcfg["checkpoint_every"]) == 0 or it == max_iters:
                 if info.is_main:
@@ -287,28 +332,32 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
             if it >= max_iters:
                 break
     bar.close()
-    return _finish(config, out, eval_model(), val_set, ecfg, device, info, it, best, log, progress)
+    return _finish(config, out, eval_model(), val_set, ecfg, device, info, it, best, log, progress, record)
 
 
-def _periodic_eval(model, val_set, ecfg, device, info, it, best, log, out) -> None:
+def _periodic_eval(model, val_set, ecfg, device, info, it, best, log, out, record) -> None:
     if info.is_main and val_set is not None:
         result = evaluate(model, val_set, int(ecfg["batch_size"]), ecfg["shorter_side"], device, desc=f"eval@{it}")
         log.write(iter=it, split=ecfg["split"], val_miou=result["miou"], val_pixel_accuracy=result["pixel_accuracy"])
         best["evaluations"] += 1
         if ecfg["select"] == "best" and (best["miou"] is None or result["miou"] > best["miou"]):
             best.update(miou=result["miou"], iter=it)
-            ckpt.save_weights(out / "model_best.safetensors", model, {"selected": f"best of periodic evaluations on {ecfg['split']}", "iteration": it})
+            metrics = {ecfg["split"]: scores(result, f"best of periodic evaluations on {ecfg['split']}")}
+            save_weights(out / "model_best.safetensors", model, record(it, "best", metrics))
     barrier(info)
 
 
-def _finish(config, out, model, val_set, ecfg, device, info, it, best, log, progress) -> dict:
+def scores(result: dict, label: str) -> dict:
+    """The headline numbers of an evaluation, as a weights record keeps them."""
+    return {"miou": result["miou"], "pixel_accuracy": result["pixel_accuracy"], "label": label}
+
+
+def _finish(config, out, model, val_set, ecfg, device, info, it, best, log, progress, record) -> dict:
     """Final weights, their evaluation, the curves and a prediction picture (main process)."""
     summary = {"iterations": it, "weights": str(out / "model.safetensors")}
     if info.is_main:
         weights = "ema" if config["train"]["ema"]["enabled"] else "final"
-        ckpt.save_weights(out / "model.safetensors", model, {
-            "model": config["model"]["name"], "num_classes": model.num_classes, "iterations": it,
-            "weights": weights, "options": json.dumps(config["model"]["options"] or {})})
+        metrics = {}
         if val_set is not None:
             result = evaluate(model, val_set, int(ecfg["batch_size"]), ecfg["shorter_side"], device,
                               progress=progress, desc="final eval")
@@ -317,12 +366,14 @@ def _finish(config, out, model, val_set, ecfg, device, info, it, best, log, prog
             log.write(iter=it, split=ecfg["split"], val_miou=result["miou"],
                       val_pixel_accuracy=result["pixel_accuracy"], final=True)
             summary.update(miou=result["miou"], pixel_accuracy=result["pixel_accuracy"])
+            metrics[ecfg["split"]] = scores(result, result["weights"])
             if progress:
                 print(format_table(result, f"{ecfg['split']}: {weights} weights after {it} iterations"))
             if ecfg["select"] == "best" and best["miou"] is not None:
                 summary["best"] = {"miou": best["miou"], "iter": best["iter"], "label":
                                    f"best of {best['evaluations']} evaluations on {ecfg['split']} (selected on the evaluation set)"}
                 write_json(out / "best.json", summary["best"])
+        save_weights(out / "model.safetensors", model, record(it, weights, metrics))
         try:
             from .plots import plot_curves, plot_prediction
 

@@ -39,6 +39,11 @@ class SegmentationModel(nn.Module):
     #: attribute names of submodules used only in training (auxiliary heads); they are not part
     #: of the eval model and not counted in its parameters (see ``atrous.analysis.count_params``)
     training_only: tuple[str, ...] = ()
+    #: state-dict key of the final classifier's weight (its first dimension is the class count)
+    classifier_key: str = "classifier.weight"
+    #: named parts for partial loading (``atrous.weights.load_state(..., part="encoder")``): key
+    #: prefixes of each part; "encoder" is what ImageNet pretraining initialises
+    parts: dict[str, tuple[str, ...]] = {}
 
     def forward(self, x: torch.Tensor):
         self.check_input(x)

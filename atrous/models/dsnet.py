@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..nn import MFACB, MSAF, SPASPP, BasicBlock, Bottleneck, ConvBNAct, basic_stage, crop_to, resize_to
+from ..official.dsnet import KEYMAP
 from .base import FovStep, ModelCard, SegmentationModel, check_sequence
 from .registry import register_alias, register_model
 
@@ -92,6 +93,12 @@ class DSNet(SegmentationModel):
     ``torch.cat``); where the official code runs, the crop is a no-op and the outputs agree.
     The two training heads are ``training_only``: not part of the eval model.
     """
+
+    classifier_key = "head.classifier.weight"
+    parts = {"encoder": ("stem.", "layer1.", "layer2.", "skip.", "context3.", "context4.", "context5.",
+                         "spatial3.", "spatial4.", "spatial5.", "proj3.", "proj4.", "proj5.",
+                         "fusion3.", "fusion4.", "fusion5."),
+             "decoder": ("spaspp.", "up.", "head.", "aux_p.", "aux_d.")}
 
     training_only = ("aux_p", "aux_d")
 
@@ -195,8 +202,8 @@ BASE = DSNetConfig(width=64, spatial_depth=3,
                    context_dilations=(((2, 2, 2), (2, 2, 2), (3, 3, 3)), ((3, 3, 3), (5, 5, 5), (5, 5, 5))),
                    spaspp_width=256, head_width=256, skip_width=64)
 
-register_model("dsnet", DSNet, HEAD128, DSNET_CARD, official="dsnet")
+register_model("dsnet", DSNet, HEAD128, DSNET_CARD, official=KEYMAP)
 register_alias("dsnet_head128", "dsnet")
-register_model("dsnet_head64", DSNet, HEAD64, HEAD64_CARD, official="dsnet")
-register_model("dsnet_head256", DSNet, HEAD256, HEAD256_CARD, default_classes=150, official="dsnet")
-register_model("dsnet_base", DSNet, BASE, BASE_CARD, official="dsnet")
+register_model("dsnet_head64", DSNet, HEAD64, HEAD64_CARD, official=KEYMAP)
+register_model("dsnet_head256", DSNet, HEAD256, HEAD256_CARD, default_classes=150, official=KEYMAP)
+register_model("dsnet_base", DSNet, BASE, BASE_CARD, official=KEYMAP)

@@ -136,6 +136,9 @@ class DWRSeg(SegmentationModel):
     Any H, W >= 32 works without padding: every stride-2 conv, pool and shortcut rounds up, and
     the decoder resizes to the exact 1/8 size."""
 
+    classifier_key = "decoder.classifier.weight"
+    parts = {"encoder": ("backbone.",), "decoder": ("decoder.",)}
+
     def __init__(self, cfg: DWRSegConfig, num_classes: int = 19):
         super().__init__()
         self.config = cfg

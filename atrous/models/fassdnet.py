@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..nn import DAPF, MDA, ConvBNAct, HarDBlock, crop_to, resize_to
+from ..official.fassdnet import KEYMAP
 from .base import FovStep, ModelCard, SegmentationModel, check_sequence
 from .registry import register_model
 
@@ -98,6 +99,10 @@ class FASSDNet(SegmentationModel):
     is not empty); smaller inputs (down to 32, e.g. for the L1/L2 stems) are zero-padded at the
     bottom/right and the logits cropped back.
     """
+
+    classifier_key = "classifier.weight"
+    # HarDNet-68's ImageNet layers (FASSD-Net Sec III-A): the stem convs and the four stages
+    parts = {"encoder": ("stem.", "encoder."), "decoder": ("dapf.", "decoder.", "classifier.")}
 
     def __init__(self, cfg: FASSDNetConfig, num_classes: int = 19):
         super().__init__()
@@ -192,8 +197,8 @@ FASSDNET_L2_CARD = ModelCard(
     fps=133.1, gpu="GTX 1080 Ti", notes="second stem conv with stride 2 (logits at 1/8); decoder "
     "HarDBlocks replaced by 3x3 convs of 64 channels")
 
-register_model("fassdnet", FASSDNet, FASSDNetConfig(), FASSDNET_CARD, official="fassdnet")
+register_model("fassdnet", FASSDNet, FASSDNetConfig(), FASSDNET_CARD, official=KEYMAP)
 register_model("fassdnet_l1", FASSDNet, FASSDNetConfig(stem_strides=(3, 1, 2, 1)), FASSDNET_L1_CARD,
-               official="fassdnet")
+               official=KEYMAP)
 register_model("fassdnet_l2", FASSDNet, FASSDNetConfig(stem_strides=(2, 2, 2, 1), decoder_conv_width=64),
-               FASSDNET_L2_CARD, official="fassdnet")
+               FASSDNET_L2_CARD, official=KEYMAP)

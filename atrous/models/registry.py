@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..errors import UnknownName, UserError
 from .base import ModelCard
 
 
@@ -18,7 +19,7 @@ class ModelEntry:
     config: Any  # a dataclass instance
     card: ModelCard
     default_classes: int = 19
-    official: str | None = None  # name of the official key map in atrous.official, if any
+    official: Any = None  # the family's atrous.official.KeyMap, None where no official code exists
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -26,7 +27,7 @@ _ALIASES: dict[str, str] = {}  # alias -> registered name
 
 
 def register_model(name: str, builder, config, card: ModelCard, default_classes: int = 19,
-                   official: str | None = None) -> None:
+                   official=None) -> None:
     if name in _REGISTRY:
         raise ValueError(f"model name {name!r} is registered twice")
     _REGISTRY[name] = ModelEntry(name, builder, config, card, default_classes, official)
@@ -52,12 +53,12 @@ def get_entry(name: str) -> ModelEntry:
     except KeyError:
         close = difflib.get_close_matches(name, [*_REGISTRY, *_ALIASES], n=3, cutoff=0.5)
         hint = f" Closest: {', '.join(close)}." if close else ""
-        raise KeyError(f"unknown model {name!r}.{hint} Valid names: {', '.join(list_models())}") from None
+        raise UnknownName(f"unknown model {name!r}.{hint} Valid names: {', '.join(list_models())}") from None
 
 
 def create_model(name: str, num_classes: int | None = None, **overrides) -> nn.Module:
     """Build a registered model. ``overrides`` replace fields of its config dataclass, e.g.
-    ``create_model("regseg", dilations=[[1], [1, 2], ...])``; an unknown field raises a TypeError
+    ``create_model("regseg", dilations=[[1], [1, 2], ...])``; an unknown field raises a UserError
     that lists the valid ones."""
     entry = get_entry(name)
     config = entry.config
@@ -65,11 +66,11 @@ def create_model(name: str, num_classes: int | None = None, **overrides) -> nn.M
         valid = [f.name for f in fields(config)] if is_dataclass(config) else []
         unknown = sorted(set(overrides) - set(valid))
         if unknown:
-            raise TypeError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+            raise UserError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
         config = replace(config, **overrides)
     classes = entry.default_classes if num_classes is None else int(num_classes)
     if classes < 1:
-        raise ValueError(f"num_classes: must be >= 1, got {classes}")
+        raise UserError(f"num_classes: must be >= 1, got {classes}")
     model = entry.builder(config, classes)
     model.variant = name
     return model

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..nn import ConvBNAct, DBlock, resize_to
+from ..official.regseg import KEYMAP
 from .base import FovStep, ModelCard, SegmentationModel, check_sequence
 from .registry import register_model
 
@@ -107,6 +108,9 @@ class RegSeg(SegmentationModel):
     (bilinear) from 1/4 to the input size.
     Any H, W works: strides round up (ceil) and every resize targets the exact skip size."""
 
+    classifier_key = "decoder.classifier.weight"
+    parts = {"encoder": ("backbone.",), "decoder": ("decoder.",)}
+
     def __init__(self, cfg: RegSegConfig, num_classes: int = 19):
         super().__init__()
         self.config = cfg
@@ -131,8 +135,8 @@ REGSEG_LARGE_CARD = ModelCard(
     paper="RegSeg (Gao, 2021)", reference="official code exp53_decoder29 (RegSeg-Large in the repo)",
     dataset="cityscapes", notes="not in the paper's tables: the official repository's larger model")
 
-register_model("regseg", RegSeg, RegSegConfig(), REGSEG_CARD, official="regseg")
+register_model("regseg", RegSeg, RegSegConfig(), REGSEG_CARD, official=KEYMAP)
 register_model("regseg_large", RegSeg,
                RegSegConfig(widths=(48, 120, 336, 384), depths=(2, 6), group_width=24,
                             decoder_widths=(256, 16, 128)),
-               REGSEG_LARGE_CARD, official="regseg")
+               REGSEG_LARGE_CARD, official=KEYMAP)

@@ -28,9 +28,7 @@ seghead_p, seghead_d  aux_p, aux_d             training heads (bn1 -> pre_bn)
 Training checkpoints saved from the official ``FullModel`` prefix every key with ``model.``;
 those keys are taken (prefix removed) and the rest (loss buffers) dropped.
 """
-from ..official import rename_keys
-
-CLASSIFIER = "head.classifier.weight"
+from . import KeyMap
 
 _GONV = {"1": "squeeze.conv", "2": "squeeze.bn", "4": "expand.conv", "5": "expand.bn"}
 
@@ -72,14 +70,12 @@ RULES = [
 AUX_PREFIXES = ("aux_p.", "aux_d.")
 
 
-def convert(state_dict):
-    if any(k.startswith("model.") for k in state_dict):
-        state_dict = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
-    return rename_keys(state_dict, RULES)
-
-
-def config_overrides(state) -> dict:
+def implied_options(state) -> dict:
     """Build with the training heads (``seghead_p``/``seghead_d``) exactly when the checkpoint
     has them, so that every key loads (the official eval model, ``get_pred_model``, has none);
     the eval output is the same either way."""
     return {"aux_heads": any(k.startswith(AUX_PREFIXES) for k in state)}
+
+
+KEYMAP = KeyMap("dsnet", "github.com/takaniwa/DSNet", tuple(RULES), wrapper_prefix="model.",
+                implied_options=implied_options)

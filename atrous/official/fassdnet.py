@@ -6,9 +6,7 @@ The official encoder is one flat list ``base``: 0-3 stem convs, then per stage `
 HarDBlock, 1x1 ConvLayer (indices 4/5, 7/8, 10/11, 13/14; pools at 6, 9, 12 have no weights).
 Conv layers name their BatchNorm ``norm``; MDA's BN-PReLU pairs are ``bn_relu_*`` / ``bn_prelu``.
 """
-from ..official import rename_keys
-
-CLASSIFIER = "classifier.weight"
+from . import KeyMap
 
 _ENCODER = {4: "0.block", 5: "0.transition", 7: "1.block", 8: "1.transition",
             10: "2.block", 11: "2.transition", 13: "3.block", 14: "3.transition"}
@@ -39,5 +37,4 @@ RULES = [
 ]
 
 
-def convert(state_dict):
-    return rename_keys(state_dict, RULES)
+KEYMAP = KeyMap("fassdnet", "github.com/GibranBenitez/FASSD-Net", tuple(RULES))

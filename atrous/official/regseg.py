@@ -4,9 +4,7 @@ Official blocks keep flat names (``conv1``/``bn1``, ``conv2.convs.i`` for split 
 ``shortcut.conv``/``shortcut.bn``); ours wrap each conv-BN pair in a ConvBNAct and always name
 the dilation branches.
 """
-from ..official import rename_keys
-
-CLASSIFIER = "decoder.classifier.weight"
+from . import KeyMap
 
 RULES = [
     (r"^stem\.", "backbone.stem."),
@@ -20,5 +18,4 @@ RULES = [
 ]
 
 
-def convert(state_dict):
-    return rename_keys(state_dict, RULES)
+KEYMAP = KeyMap("regseg", "github.com/RolandGao/RegSeg", tuple(RULES))
