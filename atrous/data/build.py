@@ -6,6 +6,7 @@
       dataset: camvid            # toy | cityscapes | camvid | ade20k | bdd100k | folder
       root: ../shared/data/camvid  # null for toy
       layout: auto               # dataset-specific options (see OPTIONS)
+      holdout: [0006R0]          # camvid: sequences kept out of every split but ``holdout``
       skip_bad: false            # true: leave out bad samples and warn with their count
       class_uniform: 0.0         # share of class-uniform samples (RegSeg Cityscapes: 0.5)
       tile_size: 1024            # class-uniform crop centres: one per class per tile
@@ -34,7 +35,7 @@ DATASETS = {
 COMMON_KEYS = ("dataset", "root", "skip_bad", "transforms", "class_uniform", "tile_size", "cache_dir")
 OPTIONS = {
     "toy": ("size", "widths", "count", "num_classes", "seed", "cue", "noise"),
-    "camvid": ("layout",),
+    "camvid": ("layout", "holdout"),
     "folder": ("classes_file",),
 }
 
