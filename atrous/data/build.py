@@ -3,9 +3,10 @@
 ::
 
     data:
-      dataset: camvid            # toy | cityscapes | camvid | ade20k | bdd100k | folder
+      dataset: camvid            # toy | cityscapes | camvid | ade20k | bdd100k | mapillary | folder
       root: ../shared/data/camvid  # null for toy
       layout: auto               # dataset-specific options (see OPTIONS)
+      holdout: [0006R0]          # camvid: sequences kept out of every split but ``holdout``
       skip_bad: false            # true: leave out bad samples and warn with their count
       class_uniform: 0.0         # share of class-uniform samples (RegSeg Cityscapes: 0.5)
       tile_size: 1024            # class-uniform crop centres: one per class per tile
@@ -19,6 +20,7 @@ from __future__ import annotations
 from .camvid import CamVid
 from .datasets import ADE20K, BDD100K, Cityscapes
 from .folder import FolderDataset
+from .mapillary import MapillaryVistas
 from .sampler import ClassUniformSampler
 from .toy import ToyRectangles
 from .transforms import build_transforms
@@ -29,12 +31,14 @@ DATASETS = {
     "camvid": CamVid,
     "ade20k": ADE20K,
     "bdd100k": BDD100K,
+    "mapillary": MapillaryVistas,
     "folder": FolderDataset,
 }
 COMMON_KEYS = ("dataset", "root", "skip_bad", "transforms", "class_uniform", "tile_size", "cache_dir")
 OPTIONS = {
     "toy": ("size", "widths", "count", "num_classes", "seed", "cue", "noise"),
-    "camvid": ("layout",),
+    "camvid": ("layout", "holdout"),
+    "mapillary": ("version", "unlabeled", "classes"),
     "folder": ("classes_file",),
 }
 

@@ -82,6 +82,124 @@ ADE20K_CLASSES = (
     "clock", "flag",
 )
 
+# --------------------------------------------------------------------------- Mapillary Vistas
+# Neuhold et al. 2017. The labels of the release's config_v1.2.json and config_v2.0.json, in file
+# order, as (readable name, colour): mask value k is entry k. The last entry, "Unlabeled" (65 in
+# v1.2, 123 in v2.0), is ignored by default (atrous/data/mapillary.py). v2.0's "Lane Marking
+# (only) - Test" is spelled as in the release (it marks text).
+MAPILLARY_V12_LABELS = (
+    ("Bird", (165, 42, 42)), ("Ground Animal", (0, 192, 0)), ("Curb", (196, 196, 196)),
+    ("Fence", (190, 153, 153)), ("Guard Rail", (180, 165, 180)), ("Barrier", (90, 120, 150)),
+    ("Wall", (102, 102, 156)), ("Bike Lane", (128, 64, 255)),
+    ("Crosswalk - Plain", (140, 140, 200)), ("Curb Cut", (170, 170, 170)),
+    ("Parking", (250, 170, 160)), ("Pedestrian Area", (96, 96, 96)),
+    ("Rail Track", (230, 150, 140)), ("Road", (128, 64, 128)), ("Service Lane", (110, 110, 110)),
+    ("Sidewalk", (244, 35, 232)), ("Bridge", (150, 100, 100)), ("Building", (70, 70, 70)),
+    ("Tunnel", (150, 120, 90)), ("Person", (220, 20, 60)), ("Bicyclist", (255, 0, 0)),
+    ("Motorcyclist", (255, 0, 100)), ("Other Rider", (255, 0, 200)),
+    ("Lane Marking - Crosswalk", (200, 128, 128)), ("Lane Marking - General", (255, 255, 255)),
+    ("Mountain", (64, 170, 64)), ("Sand", (230, 160, 50)), ("Sky", (70, 130, 180)),
+    ("Snow", (190, 255, 255)), ("Terrain", (152, 251, 152)), ("Vegetation", (107, 142, 35)),
+    ("Water", (0, 170, 30)), ("Banner", (255, 255, 128)), ("Bench", (250, 0, 30)),
+    ("Bike Rack", (100, 140, 180)), ("Billboard", (220, 220, 220)),
+    ("Catch Basin", (220, 128, 128)), ("CCTV Camera", (222, 40, 40)),
+    ("Fire Hydrant", (100, 170, 30)), ("Junction Box", (40, 40, 40)), ("Mailbox", (33, 33, 33)),
+    ("Manhole", (100, 128, 160)), ("Phone Booth", (142, 0, 0)), ("Pothole", (70, 100, 150)),
+    ("Street Light", (210, 170, 100)), ("Pole", (153, 153, 153)),
+    ("Traffic Sign Frame", (128, 128, 128)), ("Utility Pole", (0, 0, 80)),
+    ("Traffic Light", (250, 170, 30)), ("Traffic Sign (Back)", (192, 192, 192)),
+    ("Traffic Sign (Front)", (220, 220, 0)), ("Trash Can", (140, 140, 20)),
+    ("Bicycle", (119, 11, 32)), ("Boat", (150, 0, 255)), ("Bus", (0, 60, 100)),
+    ("Car", (0, 0, 142)), ("Caravan", (0, 0, 90)), ("Motorcycle", (0, 0, 230)),
+    ("On Rails", (0, 80, 100)), ("Other Vehicle", (128, 64, 64)), ("Trailer", (0, 0, 110)),
+    ("Truck", (0, 0, 70)), ("Wheeled Slow", (0, 0, 192)), ("Car Mount", (32, 32, 32)),
+    ("Ego Vehicle", (120, 10, 10)), ("Unlabeled", (0, 0, 0)),
+)
+
+MAPILLARY_V20_LABELS = (
+    ("Bird", (165, 42, 42)), ("Ground Animal", (0, 192, 0)), ("Ambiguous Barrier", (250, 170, 31)),
+    ("Concrete Block", (250, 170, 32)), ("Curb", (196, 196, 196)), ("Fence", (190, 153, 153)),
+    ("Guard Rail", (180, 165, 180)), ("Barrier", (90, 120, 150)), ("Road Median", (250, 170, 33)),
+    ("Road Side", (250, 170, 34)), ("Lane Separator", (128, 128, 128)),
+    ("Temporary Barrier", (250, 170, 35)), ("Wall", (102, 102, 156)), ("Bike Lane", (128, 64, 255)),
+    ("Crosswalk - Plain", (140, 140, 200)), ("Curb Cut", (170, 170, 170)),
+    ("Driveway", (250, 170, 36)), ("Parking", (250, 170, 160)), ("Parking Aisle", (250, 170, 37)),
+    ("Pedestrian Area", (96, 96, 96)), ("Rail Track", (230, 150, 140)), ("Road", (128, 64, 128)),
+    ("Road Shoulder", (110, 110, 110)), ("Service Lane", (110, 110, 110)),
+    ("Sidewalk", (244, 35, 232)), ("Traffic Island", (128, 196, 128)), ("Bridge", (150, 100, 100)),
+    ("Building", (70, 70, 70)), ("Garage", (150, 150, 150)), ("Tunnel", (150, 120, 90)),
+    ("Person", (220, 20, 60)), ("Person Group", (220, 20, 60)), ("Bicyclist", (255, 0, 0)),
+    ("Motorcyclist", (255, 0, 100)), ("Other Rider", (255, 0, 200)),
+    ("Lane Marking - Dashed Line", (255, 255, 255)),
+    ("Lane Marking - Straight Line", (255, 255, 255)),
+    ("Lane Marking - Zigzag Line", (250, 170, 29)), ("Lane Marking - Ambiguous", (250, 170, 28)),
+    ("Lane Marking - Arrow (Left)", (250, 170, 26)),
+    ("Lane Marking - Arrow (Other)", (250, 170, 25)),
+    ("Lane Marking - Arrow (Right)", (250, 170, 24)),
+    ("Lane Marking - Arrow (Split Left or Straight)", (250, 170, 22)),
+    ("Lane Marking - Arrow (Split Right or Straight)", (250, 170, 21)),
+    ("Lane Marking - Arrow (Straight)", (250, 170, 20)),
+    ("Lane Marking - Crosswalk", (255, 255, 255)),
+    ("Lane Marking - Give Way (Row)", (250, 170, 19)),
+    ("Lane Marking - Give Way (Single)", (250, 170, 18)),
+    ("Lane Marking - Hatched (Chevron)", (250, 170, 12)),
+    ("Lane Marking - Hatched (Diagonal)", (250, 170, 11)),
+    ("Lane Marking - Other", (255, 255, 255)), ("Lane Marking - Stop Line", (255, 255, 255)),
+    ("Lane Marking - Symbol (Bicycle)", (250, 170, 16)),
+    ("Lane Marking - Symbol (Other)", (250, 170, 15)), ("Lane Marking - Text", (250, 170, 15)),
+    ("Lane Marking (only) - Dashed Line", (255, 255, 255)),
+    ("Lane Marking (only) - Crosswalk", (255, 255, 255)),
+    ("Lane Marking (only) - Other", (255, 255, 255)),
+    ("Lane Marking (only) - Test", (255, 255, 255)), ("Mountain", (64, 170, 64)),
+    ("Sand", (230, 160, 50)), ("Sky", (70, 130, 180)), ("Snow", (190, 255, 255)),
+    ("Terrain", (152, 251, 152)), ("Vegetation", (107, 142, 35)), ("Water", (0, 170, 30)),
+    ("Banner", (255, 255, 128)), ("Bench", (250, 0, 30)), ("Bike Rack", (100, 140, 180)),
+    ("Catch Basin", (220, 128, 128)), ("CCTV Camera", (222, 40, 40)),
+    ("Fire Hydrant", (100, 170, 30)), ("Junction Box", (40, 40, 40)), ("Mailbox", (33, 33, 33)),
+    ("Manhole", (100, 128, 160)), ("Parking Meter", (20, 20, 255)), ("Phone Booth", (142, 0, 0)),
+    ("Pothole", (70, 100, 150)), ("Signage - Advertisement", (250, 171, 30)),
+    ("Signage - Ambiguous", (250, 172, 30)), ("Signage - Back", (250, 173, 30)),
+    ("Signage - Information", (250, 174, 30)), ("Signage - Other", (250, 175, 30)),
+    ("Signage - Store", (250, 176, 30)), ("Street Light", (210, 170, 100)),
+    ("Pole", (153, 153, 153)), ("Pole Group", (153, 153, 153)),
+    ("Traffic Sign Frame", (128, 128, 128)), ("Utility Pole", (0, 0, 80)),
+    ("Traffic Cone", (210, 60, 60)), ("Traffic Light - General (Single)", (250, 170, 30)),
+    ("Traffic Light - Pedestrians", (250, 170, 30)),
+    ("Traffic Light - General (Upright)", (250, 170, 30)),
+    ("Traffic Light - General (Horizontal)", (250, 170, 30)),
+    ("Traffic Light - Cyclists", (250, 170, 30)), ("Traffic Light - Other", (250, 170, 30)),
+    ("Traffic Sign - Ambiguous", (192, 192, 192)), ("Traffic Sign (Back)", (192, 192, 192)),
+    ("Traffic Sign - Direction (Back)", (192, 192, 192)),
+    ("Traffic Sign - Direction (Front)", (220, 220, 0)), ("Traffic Sign (Front)", (220, 220, 0)),
+    ("Traffic Sign - Parking", (0, 0, 196)), ("Traffic Sign - Temporary (Back)", (192, 192, 192)),
+    ("Traffic Sign - Temporary (Front)", (220, 220, 0)), ("Trash Can", (140, 140, 20)),
+    ("Bicycle", (119, 11, 32)), ("Boat", (150, 0, 255)), ("Bus", (0, 60, 100)),
+    ("Car", (0, 0, 142)), ("Caravan", (0, 0, 90)), ("Motorcycle", (0, 0, 230)),
+    ("On Rails", (0, 80, 100)), ("Other Vehicle", (128, 64, 64)), ("Trailer", (0, 0, 110)),
+    ("Truck", (0, 0, 70)), ("Vehicle Group", (0, 0, 142)), ("Wheeled Slow", (0, 0, 192)),
+    ("Water Valve", (170, 170, 170)), ("Car Mount", (32, 32, 32)), ("Dynamic", (111, 74, 0)),
+    ("Ego Vehicle", (120, 10, 10)), ("Ground", (81, 0, 81)), ("Static", (111, 111, 0)),
+    ("Unlabeled", (0, 0, 0)),
+)
+MAPILLARY_UNLABELED = "Unlabeled"
+# RegSeg's official code (datasets/mapillary.py, reduce_mask) trains a 45-class Mapillary v1.2: it
+# keeps the classes its v1.2 model scored above 30% IoU and ignores these 20 with "Unlabeled".
+MAPILLARY_REGSEG_DROPPED = (
+    "Bird", "Ground Animal", "Curb Cut", "Parking", "Other Rider", "Sand", "Banner", "Bench",
+    "Bike Rack", "Catch Basin", "CCTV Camera", "Fire Hydrant", "Mailbox", "Phone Booth", "Pothole",
+    "Boat", "Caravan", "Other Vehicle", "Trailer", "Wheeled Slow",
+)
+
+
+def labels_without(labels, dropped) -> tuple[tuple, tuple]:
+    """(names, palette) of ``labels`` without the names in ``dropped``."""
+    kept = [(name, colour) for name, colour in labels if name not in dropped]
+    return tuple(n for n, _ in kept), tuple(c for _, c in kept)
+
+
+MAPILLARY_V12_CLASSES, MAPILLARY_V12_PALETTE = labels_without(MAPILLARY_V12_LABELS, {MAPILLARY_UNLABELED})
+MAPILLARY_V20_CLASSES, MAPILLARY_V20_PALETTE = labels_without(MAPILLARY_V20_LABELS, {MAPILLARY_UNLABELED})
+
 # --------------------------------------------------------------------------- toy (RegSeg Sec 3.6)
 TOY_CLASSES = ("background", "rectangle 1", "rectangle 2", "rectangle 3")
 
@@ -117,6 +235,8 @@ CLASS_NAMES = {
     "bdd100k": CITYSCAPES_CLASSES,  # BDD100K semantic masks use the Cityscapes 19 trainIds.
     "camvid": CAMVID_CLASSES,
     "ade20k": ADE20K_CLASSES,
+    "mapillary": MAPILLARY_V12_CLASSES,  # the loader's defaults: v1.2, "Unlabeled" ignored
+    "mapillary_v2.0": MAPILLARY_V20_CLASSES,
     "toy": TOY_CLASSES,
 }
 PALETTES = {
@@ -124,6 +244,8 @@ PALETTES = {
     "bdd100k": CITYSCAPES_PALETTE,
     "camvid": CAMVID_PALETTE,
     "ade20k": palette_for(ADE20K_CLASSES),
+    "mapillary": MAPILLARY_V12_PALETTE,
+    "mapillary_v2.0": MAPILLARY_V20_PALETTE,
     "toy": ((0, 0, 0),) + palette_for(TOY_CLASSES[1:]),
 }
 
