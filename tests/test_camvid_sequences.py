@@ -127,4 +127,5 @@ def test_camvid_variants_keep_camvid_cpu_settings(variant, differences):
             other[section][key] = base[section][key]
         else:
             del other[section][key]
+    assert other.pop("recipe") == variant and base.pop("recipe") == "camvid_cpu"
     assert other == base

@@ -103,7 +103,7 @@ def test_unknown_name_lists_valid_names_and_closest():
 
 
 def test_unknown_override_is_named():
-    with pytest.raises(TypeError, match="dilation"):
+    with pytest.raises(ValueError, match="unknown option.*dilation"):
         atrous.create_model("regseg", dilation=[[1]])
 
 

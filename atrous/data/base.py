@@ -118,7 +118,7 @@ class SegmentationDataset(Dataset):
         self.num_classes = len(self.classes)
         self.palette = tuple(tuple(int(v) for v in c) for c in (palette or palette_for(self.classes)))
         if len(self.palette) != self.num_classes:
-            raise ValueError(f"{name}: {len(self.palette)} palette colours for {self.num_classes} classes")
+            raise UserError(f"{name}: {len(self.palette)} palette colours for {self.num_classes} classes")
         self.transform = transform
         self.name, self.split, self.skip_bad = name, split, skip_bad
         self.files: list[tuple[str, str]] = []

@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+from ..errors import UserError
 from .camvid import CamVid
 from .datasets import ADE20K, BDD100K, Cityscapes
 from .folder import FolderDataset
@@ -46,22 +47,22 @@ OPTIONS = {
 def check_spec(spec: dict) -> str:
     """Validate a ``data:`` mapping; returns the dataset name. Unknown keys raise naming the key."""
     if not isinstance(spec, dict):
-        raise ValueError(f"data: expected a mapping, got {type(spec).__name__}")
+        raise UserError(f"data: expected a mapping, got {type(spec).__name__}")
     name = spec.get("dataset")
     if name not in DATASETS:
-        raise ValueError(f"data.dataset: {name!r} is unknown; expected one of {', '.join(DATASETS)}")
+        raise UserError(f"data.dataset: {name!r} is unknown; expected one of {', '.join(DATASETS)}")
     allowed = COMMON_KEYS + OPTIONS.get(name, ())
     for key in spec:
         if key not in allowed:
-            raise ValueError(f"data.{key}: unknown key for dataset {name!r}; expected one of {', '.join(allowed)}")
+            raise UserError(f"data.{key}: unknown key for dataset {name!r}; expected one of {', '.join(allowed)}")
     transforms = spec.get("transforms") or {}
     if not isinstance(transforms, dict):
-        raise ValueError("data.transforms: expected a mapping with 'train' and/or 'val'")
+        raise UserError("data.transforms: expected a mapping with 'train' and/or 'val'")
     for key in transforms:
         if key not in ("train", "val"):
-            raise ValueError(f"data.transforms.{key}: unknown key; expected 'train' or 'val'")
+            raise UserError(f"data.transforms.{key}: unknown key; expected 'train' or 'val'")
     if name != "toy" and not spec.get("root"):
-        raise ValueError(f"data.root: dataset {name!r} needs the folder holding it")
+        raise UserError(f"data.root: dataset {name!r} needs the folder holding it")
     return name
 
 
@@ -73,7 +74,7 @@ def build_dataset(spec: dict, split: str, train: bool):
     try:
         transform = build_transforms((spec.get("transforms") or {}).get("train" if train else "val"), train)
     except ValueError as err:
-        raise ValueError(f"data.transforms.{'train' if train else 'val'}: {err}") from None
+        raise UserError(f"data.transforms.{'train' if train else 'val'}: {err}") from None
     skip_bad = bool(spec.get("skip_bad", False))
     if name == "toy":
         return ToyRectangles(split=split, transform=transform, skip_bad=skip_bad, **options)

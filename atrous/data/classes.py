@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UserError
+
 IGNORE_INDEX = 255
 
 # --------------------------------------------------------------------------- Cityscapes
@@ -207,7 +209,7 @@ TOY_CLASSES = ("background", "rectangle 1", "rectangle 2", "rectangle 3")
 def toy_classes(num_classes: int) -> tuple[str, ...]:
     """Background plus ``num_classes - 1`` rectangle classes."""
     if num_classes < 2:
-        raise ValueError(f"toy num_classes={num_classes}: need at least 2 (background + 1)")
+        raise UserError(f"toy num_classes={num_classes}: need at least 2 (background + 1)")
     return ("background",) + tuple(f"rectangle {k}" for k in range(1, num_classes))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
 from .base import DataError, SegmentationDataset, decode_with_lut
 from .classes import (ADE20K_CLASSES, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX,
                       PALETTES, cityscapes_label_lut, identity_lut, lut)
@@ -18,7 +19,7 @@ def split_parts(split: str, trainval_alias: bool = True) -> list[str]:
         return ["train", "val"]
     parts = [p for p in split.split("+") if p]
     if not parts:
-        raise ValueError(f"split {split!r}: expected a name like 'train' or 'train+val'")
+        raise UserError(f"split {split!r}: expected a name like 'train' or 'train+val'")
     return parts
 
 
@@ -80,7 +81,7 @@ class ADE20K(SegmentationDataset):
         files = []
         for part in split_parts(split):
             if part not in self.SPLITS:
-                raise ValueError(f"ade20k split {part!r}: expected one of {sorted(self.SPLITS)}")
+                raise UserError(f"ade20k split {part!r}: expected one of {sorted(self.SPLITS)}")
             folder = self.SPLITS[part]
             images = require_dir(root / "images" / folder, f"ADEChallengeData2016/images/{folder}/*.jpg")
             for image in sorted(images.glob("*.jpg")):

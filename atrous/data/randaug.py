@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..errors import UserError
 from .classes import IGNORE_INDEX
 
 REDUCED_OPS = ("auto_contrast", "equalize", "rotate", "color", "contrast", "brightness", "sharpness")
@@ -44,7 +45,7 @@ def apply_op(op: str, image, mask, magnitude: float, rng: np.random.Generator, f
         return rotate_pair(image, mask, sign * magnitude * MAX_ROTATE_DEGREES, fill, ignore_index)
     if op in _ENHANCERS:
         return _ENHANCERS[op](image).enhance(1.0 + sign * magnitude * MAX_ENHANCE), mask
-    raise ValueError(f"randaug op {op!r}: expected one of {list(REDUCED_OPS)}")
+    raise UserError(f"randaug op {op!r}: expected one of {list(REDUCED_OPS)}")
 
 
 class RandAugment:
@@ -55,11 +56,11 @@ class RandAugment:
         ops = tuple(ops)
         unknown = [op for op in ops if op not in REDUCED_OPS]
         if unknown:
-            raise ValueError(f"randaug ops {unknown}: expected a subset of {list(REDUCED_OPS)}")
+            raise UserError(f"randaug ops {unknown}: expected a subset of {list(REDUCED_OPS)}")
         if not 0 <= int(num_ops) <= len(ops):
-            raise ValueError(f"randaug num_ops={num_ops}: expected 0..{len(ops)}")
+            raise UserError(f"randaug num_ops={num_ops}: expected 0..{len(ops)}")
         if not 0.0 <= float(magnitude) <= 1.0:
-            raise ValueError(f"randaug magnitude={magnitude}: expected a value in [0, 1]")
+            raise UserError(f"randaug magnitude={magnitude}: expected a value in [0, 1]")
         self.num_ops, self.magnitude, self.ops = int(num_ops), float(magnitude), ops
         self.fill, self.ignore_index = tuple(int(v) for v in fill), ignore_index
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from torch.utils.data import Sampler
+
+from ..errors import UserError
 from ..progress import progress as progress_bar
 
 from ..utils import atomic_path
@@ -89,7 +91,7 @@ def compute_class_presence(dataset, tile_size: int = 1024, progress: bool = True
     ``workers`` threads (default: up to 8 CPUs; decoding and numpy release the GIL). The result
     does not depend on the number of threads."""
     if tile_size < 1:
-        raise ValueError(f"class presence tile_size={tile_size}: expected >= 1")
+        raise UserError(f"class presence tile_size={tile_size}: expected >= 1")
     n, num_classes = len(dataset), dataset.num_classes
 
     def one(i):
@@ -144,15 +146,15 @@ class ClassUniformSampler(Sampler):
                  shuffle: bool = True, num_replicas: int = 1, rank: int = 0, tile_size: int = 1024,
                  progress: bool = True, cache_dir=None):
         if not 0.0 <= float(percent) <= 1.0:
-            raise ValueError(f"class-uniform percent={percent}: expected a value in [0, 1]")
+            raise UserError(f"class-uniform percent={percent}: expected a value in [0, 1]")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"sampler rank={rank}, num_replicas={num_replicas}: expected 0 <= rank < num_replicas")
         self.dataset_size = len(dataset)
         if self.dataset_size == 0:
-            raise ValueError(f"{dataset!r}: cannot sample an empty dataset")
+            raise UserError(f"{dataset!r}: cannot sample an empty dataset")
         self.num_samples = int(num_samples) if num_samples is not None else self.dataset_size
         if self.num_samples < 1:
-            raise ValueError(f"sampler num_samples={num_samples}: expected >= 1")
+            raise UserError(f"sampler num_samples={num_samples}: expected >= 1")
         self.percent, self.seed, self.shuffle = float(percent), int(seed), bool(shuffle)
         self.num_replicas, self.rank, self.epoch = int(num_replicas), int(rank), 0
         self.centers: tuple = ()

@@ -15,6 +15,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from ..errors import UserError
 from .base import SegmentationDataset
 from .classes import palette_for, toy_classes
 
@@ -32,17 +33,17 @@ class ToyRectangles(SegmentationDataset):
         height, width = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
         widths = tuple(int(w) for w in widths)
         if min(height, width) < 8:
-            raise ValueError(f"toy size {size}: expected at least 8 pixels per side")
+            raise UserError(f"toy size {size}: expected at least 8 pixels per side")
         if not widths or min(widths) < 1 or max(widths) > width:
-            raise ValueError(f"toy widths {list(widths)}: expected positive widths no larger than the "
+            raise UserError(f"toy widths {list(widths)}: expected positive widths no larger than the "
                              f"image width {width}")
         if int(count) < 1:
-            raise ValueError(f"toy count {count}: expected at least 1 image")
+            raise UserError(f"toy count {count}: expected at least 1 image")
         self.height, self.width, self.widths = height, width, widths
         self.count, self.seed, self.noise = int(count), int(seed), float(noise)
         self.cue = int(cue) if cue is not None else max(2, height // 8)
         if not 1 <= self.cue < height:
-            raise ValueError(f"toy cue {cue}: expected 1 <= cue < height {height}")
+            raise UserError(f"toy cue {cue}: expected 1 <= cue < height {height}")
         self._split_key = zlib.crc32(split.encode())
 
     def __len__(self) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
+from ..errors import UserError
 from ..weights.record import IMAGENET_MEAN, IMAGENET_STD
 from .base import to_tensors
 from .classes import IGNORE_INDEX
@@ -63,7 +64,7 @@ def _pair(value, key):
         lo, hi = float(value[0]), float(value[1])
         if lo <= hi:
             return lo, hi
-    raise ValueError(f"transform key {key!r}: expected [lo, hi] with lo <= hi, got {value!r}")
+    raise UserError(f"transform key {key!r}: expected [lo, hi] with lo <= hi, got {value!r}")
 
 
 class RandomScale:
@@ -71,13 +72,13 @@ class RandomScale:
 
     def __init__(self, shorter_side=None, factor=None, sampling: str = "uniform"):
         if (shorter_side is None) == (factor is None):
-            raise ValueError("transform key 'scale': give exactly one of shorter_side or factor")
+            raise UserError("transform key 'scale': give exactly one of shorter_side or factor")
         if sampling not in ("uniform", "log_uniform"):
-            raise ValueError(f"transform key 'scale.sampling': {sampling!r}, expected uniform or log_uniform")
+            raise UserError(f"transform key 'scale.sampling': {sampling!r}, expected uniform or log_uniform")
         self.mode = "shorter_side" if shorter_side is not None else "factor"
         self.lo, self.hi = _pair(shorter_side if shorter_side is not None else factor, "scale")
         if self.lo <= 0:
-            raise ValueError(f"transform key 'scale': range must be positive, got {[self.lo, self.hi]}")
+            raise UserError(f"transform key 'scale': range must be positive, got {[self.lo, self.hi]}")
         self.sampling = sampling
 
     def plan(self, width: int, height: int, rng, center):
@@ -129,7 +130,7 @@ class RandomCrop:
 
     def __init__(self, size, fill, ignore_index=IGNORE_INDEX):
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(int(s) > 0 for s in size)):
-            raise ValueError(f"transform key 'crop': expected [h, w], got {size!r}")
+            raise UserError(f"transform key 'crop': expected [h, w], got {size!r}")
         self.height, self.width = int(size[0]), int(size[1])
         self.fill, self.ignore_index = tuple(int(v) for v in fill), ignore_index
 
@@ -176,7 +177,7 @@ class ScaleThenCrop:
 class HorizontalFlip:
     def __init__(self, prob: float):
         if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= float(prob) <= 1.0:
-            raise ValueError(f"transform key 'hflip': expected a probability in [0, 1], got {prob!r}")
+            raise UserError(f"transform key 'hflip': expected a probability in [0, 1], got {prob!r}")
         self.prob = float(prob)
 
     def __call__(self, image, mask, rng, center):
@@ -196,13 +197,13 @@ class ColorJitter:
         for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             lo, hi = _pair(value, f"color_jitter.{name}")
             if lo < 0:
-                raise ValueError(f"transform key 'color_jitter.{name}': expected values >= 0, got {value!r}")
+                raise UserError(f"transform key 'color_jitter.{name}': expected values >= 0, got {value!r}")
             if isinstance(value, (int, float)):
                 lo, hi = max(0.0, 1.0 - value), 1.0 + value
             if (lo, hi) != (1.0, 1.0):
                 self.ranges[name] = (lo, hi)
         if not 0.0 <= float(hue) <= 0.5:
-            raise ValueError(f"transform key 'color_jitter.hue': expected 0..0.5, got {hue!r}")
+            raise UserError(f"transform key 'color_jitter.hue': expected 0..0.5, got {hue!r}")
         if hue:
             self.ranges["hue"] = (-float(hue), float(hue))
         self.prob = float(prob)
@@ -232,7 +233,7 @@ class Resize:
         self.size, self.resize_mask = size, bool(resize_mask)
         if not (isinstance(size, int) and size > 0) and not (
                 isinstance(size, (list, tuple)) and len(size) == 2 and all(int(s) > 0 for s in size)):
-            raise ValueError(f"transform key 'resize': expected a shorter side or [h, w], got {size!r}")
+            raise UserError(f"transform key 'resize': expected a shorter side or [h, w], got {size!r}")
 
     def __call__(self, image, mask, rng, center):
         w, h = image.size
@@ -282,7 +283,7 @@ def _scale_from(value):
     if isinstance(value, dict):
         unknown = set(value) - {"shorter_side", "factor", "sampling"}
         if unknown:
-            raise ValueError(f"transform key 'scale.{sorted(unknown)[0]}' is unknown; expected "
+            raise UserError(f"transform key 'scale.{sorted(unknown)[0]}' is unknown; expected "
                              f"shorter_side, factor, sampling")
         return RandomScale(**value)
     lo, hi = _pair(value, "scale")
@@ -293,10 +294,10 @@ def _kwargs(value, key, allowed):
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"transform key {key!r}: expected a mapping, got {value!r}")
+        raise UserError(f"transform key {key!r}: expected a mapping, got {value!r}")
     unknown = set(value) - set(allowed)
     if unknown:
-        raise ValueError(f"transform key '{key}.{sorted(unknown)[0]}' is unknown; expected {', '.join(allowed)}")
+        raise UserError(f"transform key '{key}.{sorted(unknown)[0]}' is unknown; expected {', '.join(allowed)}")
     return dict(value)
 
 
@@ -307,11 +308,11 @@ def build_transforms(cfg: dict | None, train: bool) -> SegTransform:
     for key in cfg:
         if key not in allowed:
             where = "training" if train else "evaluation"
-            raise ValueError(f"transform key {key!r} is unknown for {where}; expected one of {', '.join(allowed)}")
+            raise UserError(f"transform key {key!r} is unknown for {where}; expected one of {', '.join(allowed)}")
     norm = _kwargs(cfg.get("normalize"), "normalize", ("mean", "std"))
     mean, std = tuple(norm.get("mean", IMAGENET_MEAN)), tuple(norm.get("std", IMAGENET_STD))
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ValueError(f"transform key 'normalize': expected 3 means and 3 positive stds, got {norm}")
+        raise UserError(f"transform key 'normalize': expected 3 means and 3 positive stds, got {norm}")
     fill = tuple(int(255 * m) for m in mean)  # as the official code: (123, 116, 103) for ImageNet
     steps = []
     scale = _scale_from(cfg["scale"]) if cfg.get("scale") is not None else None

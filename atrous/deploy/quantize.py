@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..data.base import IMAGE_EXTENSIONS
 
 
@@ -49,7 +50,7 @@ def parse_dataset_spec(spec: str) -> tuple[dict, str] | None:
             recipe = yaml.safe_load(f) or {}
         data = recipe.get("data", recipe)
         if not isinstance(data, dict) or "dataset" not in data:
-            raise ValueError(f"{spec}: expected a 'data:' mapping with a 'dataset' key")
+            raise UserError(f"{spec}: expected a 'data:' mapping with a 'dataset' key")
         return {k: v for k, v in data.items() if k != "transforms"}, "train"
     name, sep, rest = spec.partition(":")
     if not sep or os.path.exists(spec):
@@ -76,7 +77,7 @@ def calibration_images(source: str, size: Sequence[int], limit: int = 32,
         ds = build_dataset(spec, split, train=False)
         count = min(limit, len(ds))
         if count == 0:
-            raise ValueError(f"--calib {source}: the {split} split is empty")
+            raise UserError(f"--calib {source}: the {split} split is empty")
         step = max(1, len(ds) // count)  # spread over the split
         for i in range(0, step * count, step):
             image = ds[i][0].unsqueeze(0).float()
@@ -84,7 +85,7 @@ def calibration_images(source: str, size: Sequence[int], limit: int = 32,
         return
     files = _image_files(source)
     if not files:
-        raise ValueError(f"--calib {source}: no images found (expected a folder, a glob, NAME:ROOT[:SPLIT] "
+        raise UserError(f"--calib {source}: no images found (expected a folder, a glob, NAME:ROOT[:SPLIT] "
                          f"or a recipe .yaml)")
     from PIL import Image
 
@@ -123,7 +124,7 @@ def quantize_onnx(model_bytes: bytes, calibration: Iterable[np.ndarray], per_cha
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
-        raise ValueError(f"method: {method!r} is unknown; expected one of {', '.join(methods)}")
+        raise UserError(f"method: {method!r} is unknown; expected one of {', '.join(methods)}")
     reader_cls = type("CalibrationReader", (_Reader, CalibrationDataReader), {})
     root = logging.getLogger()
     level = root.level

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -45,7 +47,7 @@ def pick_device(name: str, info_local_rank: int | None = None) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device: {name!r} requested but CUDA is not available")
+            raise UserError(f"device: {name!r} requested but CUDA is not available")
         local = int(os.environ.get("LOCAL_RANK", info_local_rank or 0))
         device = torch.device("cuda", device.index if device.index is not None else local)
         torch.cuda.set_device(device)
@@ -57,7 +59,7 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, sync_bn: 
         return model
     if sync_bn:
         if device.type != "cuda":
-            raise ValueError("model.sync_bn: SyncBatchNorm works on CUDA only; set model.sync_bn=false on CPU")
+            raise UserError("model.sync_bn: SyncBatchNorm works on CUDA only; set model.sync_bn=false on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)

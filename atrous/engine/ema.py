@@ -9,13 +9,15 @@ import copy
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 
 class EMA:
     def __init__(self, model: nn.Module, alpha: float = 0.0031, every: int = 32):
         if not 0 < alpha <= 1:
-            raise ValueError(f"train.ema.alpha: expected a value in (0, 1], got {alpha}")
+            raise UserError(f"train.ema.alpha: expected a value in (0, 1], got {alpha}")
         if every < 1:
-            raise ValueError(f"train.ema.every: expected a positive integer, got {every}")
+            raise UserError(f"train.ema.every: expected a positive integer, got {every}")
         self.alpha, self.every = float(alpha), int(every)
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():

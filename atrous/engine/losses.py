@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from ..models.base import split_outputs
 
 
@@ -50,7 +51,7 @@ class RegSegOHEM(nn.Module):
     def __init__(self, ignore_index: int = 255, threshold: float = 0.3, keep_fraction: float = 1 / 16):
         super().__init__()
         if not 0 < keep_fraction <= 1:
-            raise ValueError(f"loss.keep_fraction: expected a value in (0, 1], got {keep_fraction}")
+            raise UserError(f"loss.keep_fraction: expected a value in (0, 1], got {keep_fraction}")
         self.ignore_index, self.threshold, self.keep_fraction = ignore_index, threshold, keep_fraction
 
     def forward(self, logits, target):
@@ -122,7 +123,7 @@ def build_criterion(name: str, ignore_index: int = 255, threshold=None, keep_fra
     if name == "bootstrap":
         return Bootstrap(ignore_index, 0.3 if threshold is None else threshold,
                          4096 if min_kept is None else min_kept)
-    raise ValueError(f"loss.name: unknown loss {name!r}; expected ce, ohem_regseg, ohem_dsnet or bootstrap")
+    raise UserError(f"loss.name: unknown loss {name!r}; expected ce, ohem_regseg, ohem_dsnet or bootstrap")
 
 
 class SegLoss(nn.Module):
@@ -141,7 +142,7 @@ class SegLoss(nn.Module):
     def forward(self, output, target):
         main, aux = split_outputs(output)
         if len(aux) != len(self.aux_weights):
-            raise ValueError(f"loss.aux_weights: the model returns {len(aux)} auxiliary output(s) in "
+            raise UserError(f"loss.aux_weights: the model returns {len(aux)} auxiliary output(s) in "
                              f"training but {len(self.aux_weights)} weight(s) are set")
         loss = self.main_weight * self.criterion(main, target)
         for weight, logits in zip(self.aux_weights, aux):

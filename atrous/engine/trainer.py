@@ -143,7 +143,7 @@ def autocast_for(device: torch.device, precision: str):
     if precision == "fp32":
         return nullcontext(), False
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("train.precision: fp16 needs CUDA; use bf16 or fp32 on CPU")
+        raise UserError("train.precision: fp16 needs CUDA; use bf16 or fp32 on CPU")
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype), precision == "fp16"
 

@@ -15,6 +15,8 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 
 class FovStep(NamedTuple):
     """One convolution (or set of parallel convolutions) on the main path of an encoder, for the
@@ -59,12 +61,12 @@ class SegmentationModel(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x: expected a tensor N x 3 x H x W, got {shape}")
+            raise UserError(f"x: expected a tensor N x 3 x H x W, got {shape}")
         if x.shape[1] != 3:
-            raise ValueError(f"x: expected 3 input channels (RGB), got {x.shape[1]}")
+            raise UserError(f"x: expected 3 input channels (RGB), got {x.shape[1]}")
         h, w = x.shape[-2:]
         if h < self.min_size or w < self.min_size:
-            raise ValueError(f"x: input {h}x{w} is too small; H and W must be >= {self.min_size}")
+            raise UserError(f"x: input {h}x{w} is too small; H and W must be >= {self.min_size}")
 
 
 def split_outputs(output) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -100,8 +102,8 @@ class ModelCard:
 
 
 def check_sequence(name: str, value: Sequence, length: int) -> tuple:
-    """A tuple of exactly ``length`` entries, or a ValueError naming the argument."""
+    """A tuple of exactly ``length`` entries, or a UserError naming the argument."""
     value = tuple(value)
     if len(value) != length:
-        raise ValueError(f"{name}: expected {length} entries, got {len(value)}: {value}")
+        raise UserError(f"{name}: expected {length} entries, got {len(value)}: {value}")
     return value

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..nn import ConvBNAct, DWRBlock, SIRBlock, StemBlock, resize_to
 from .base import FovStep, ModelCard, SegmentationModel, check_sequence
 from .registry import register_model
@@ -57,9 +58,9 @@ def _stage(kind: str, in_w: int, out_w: int, depth: int, make_block) -> nn.Seque
     """``depth`` modules at a new stride of 2, entered by a stride-2 conv or by a stride-2 first
     module (``make_block(in_w, stride)``)."""
     if kind not in DOWNSAMPLE_KINDS:
-        raise ValueError(f"downsample: expected one of {DOWNSAMPLE_KINDS}, got {kind!r}")
+        raise UserError(f"downsample: expected one of {DOWNSAMPLE_KINDS}, got {kind!r}")
     if depth < 1:
-        raise ValueError(f"depths: every stage needs at least one module, got {depth}")
+        raise UserError(f"depths: every stage needs at least one module, got {depth}")
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if kind == "conv":
         layers["down"] = ConvBNAct(in_w, out_w, 3, stride=2)

@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..nn import ConvBNAct, DBlock, resize_to
 from ..official.regseg import KEYMAP
 from .base import FovStep, ModelCard, SegmentationModel, check_sequence
@@ -49,7 +50,7 @@ class RegSegBackbone(nn.Module):
         d4, d8 = check_sequence("depths", cfg.depths, 2)
         dilations = [tuple(int(r) for r in d) for d in cfg.dilations]
         if not dilations:
-            raise ValueError("dilations: need at least one stride-1 block at 1/16")
+            raise UserError("dilations: need at least one stride-1 block at 1/16")
         gw = cfg.group_width
         self.stem = ConvBNAct(3, cfg.stem_width, 3, stride=2)
 

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from torch import nn
 
+from ..errors import UserError
 from ..nn import DilatedConv, FractionalDilatedConv
 from .base import FovStep, ModelCard
 from .regseg import EXP48_DILATIONS, RegSeg, RegSegConfig
@@ -42,7 +43,7 @@ class RegSegSearch(RegSeg):
         rates = [tuple(float(r) for r in d) for d in cfg.dilations]
         bad = [r for d in rates for r in d if not r >= 0]
         if bad:
-            raise ValueError(f"dilations: initial rates must be >= 0, got {bad}")
+            raise UserError(f"dilations: initial rates must be >= 0, got {bad}")
         # Build RegSeg at the rounded rates, then swap each branch for a fractional conv that shares
         # its weight: parameter creation order (and so seeded initialization) is RegSeg's.
         integer = [tuple(max(1, round(r)) for r in d) for d in rates]

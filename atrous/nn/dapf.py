@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .conv import ConvBNAct
 
 
@@ -36,7 +37,7 @@ class DAPF(nn.Module):
     def __init__(self, in_channels: int, alpha: int = 2, dilations: Sequence[int] = (12, 24, 36)):
         super().__init__()
         if alpha < 1 or in_channels % alpha:
-            raise ValueError(f"alpha: {alpha} must be >= 1 and divide the {in_channels} input channels")
+            raise UserError(f"alpha: {alpha} must be >= 1 and divide the {in_channels} input channels")
         width = in_channels // alpha
         self.dilations = tuple(int(d) for d in dilations)
         self.project = ConvBNAct(in_channels, width, 1)

@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .conv import ConvBNAct
 from .se import SE
 
@@ -24,12 +25,12 @@ class DilatedConv(nn.Module):
         super().__init__()
         n = len(dilations)
         if n == 0:
-            raise ValueError("dilations: need at least one dilation rate")
+            raise UserError("dilations: need at least one dilation rate")
         if channels % n:
-            raise ValueError(f"dilations: {channels} channels do not split into {n} equal branches")
+            raise UserError(f"dilations: {channels} channels do not split into {n} equal branches")
         width = channels // n
         if width % group_width:
-            raise ValueError(f"group_width: {group_width} does not divide the branch width {width}")
+            raise UserError(f"group_width: {group_width} does not divide the branch width {width}")
         self.dilations = tuple(int(d) for d in dilations)
         self.stride = stride
         self.split_sizes = [width] * n

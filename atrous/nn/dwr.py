@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .conv import ConvBNAct
 from .dblock import Shortcut
 
@@ -53,13 +54,13 @@ class DWRBlock(nn.Module):
         self.dilations = tuple(int(d) for d in dilations)
         n = len(self.dilations)
         if n == 0:
-            raise ValueError("dilations: need at least one dilation rate")
+            raise UserError("dilations: need at least one dilation rate")
         self.ratio = tuple(int(r) for r in ratio) if ratio is not None else (2,) + (1,) * (n - 1)
         if len(self.ratio) != n or min(self.ratio) < 1:
-            raise ValueError(f"ratio: expected {n} positive integers (one per dilation), got {self.ratio}")
+            raise UserError(f"ratio: expected {n} positive integers (one per dilation), got {self.ratio}")
         region = round(expansion * out_channels)
         if region < n or region % n:
-            raise ValueError(f"expansion: {expansion} x {out_channels} = {region} region channels "
+            raise UserError(f"expansion: {expansion} x {out_channels} = {region} region channels "
                              f"do not divide into {n} equal groups")
         group = region // n
         self.stride = stride
@@ -114,7 +115,7 @@ class StemBlock(nn.Module):
     def __init__(self, out_channels: int = 64, in_channels: int = 3):
         super().__init__()
         if out_channels % 4:
-            raise ValueError(f"stem_width: {out_channels} is not a multiple of 4")
+            raise UserError(f"stem_width: {out_channels} is not a multiple of 4")
         half = out_channels // 2
         self.conv = ConvBNAct(in_channels, half, 3, stride=2, act=None)
         self.left = nn.Sequential(ConvBNAct(half, half // 2, 1), ConvBNAct(half // 2, half, 3, stride=2))

@@ -52,6 +52,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import UserError
+
 
 def _axis_parts(n: int, f: torch.Tensor) -> tuple[tuple, tuple]:
     """The two parts of one axis of the bilinear sampling at ``i * (n + f)``, ``i in {-1, 0, 1}``:
@@ -89,7 +91,7 @@ def fractional_conv2d(x: torch.Tensor, weight: torch.Tensor, rate: torch.Tensor,
     ``f = 0`` the far terms are zero, which still gives the conv's output bit for bit).
     """
     if weight.shape[-2:] != (3, 3):
-        raise ValueError(f"weight: expected a 3x3 kernel, got {tuple(weight.shape[-2:])}")
+        raise UserError(f"weight: expected a 3x3 kernel, got {tuple(weight.shape[-2:])}")
     rate = rate.clamp(min=0)
     n = int(math.floor(float(rate.detach())))
     f = rate - n
@@ -121,10 +123,10 @@ class FractionalDilatedConv(nn.Module):
                  groups: int = 1, bias: bool = False):
         super().__init__()
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups: {groups} must divide in_channels {in_channels} and "
+            raise UserError(f"groups: {groups} must divide in_channels {in_channels} and "
                              f"out_channels {out_channels}")
         if not float(rate) >= 0:
-            raise ValueError(f"rate: expected a dilation rate >= 0, got {rate}")
+            raise UserError(f"rate: expected a dilation rate >= 0, got {rate}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride, self.groups = stride, groups
         conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, 1, groups, bias)  # default init
@@ -138,7 +140,7 @@ class FractionalDilatedConv(nn.Module):
         sharing its weight and bias tensors; ``rate`` defaults to ``conv``'s dilation."""
         if conv.kernel_size != (3, 3) or conv.dilation[0] != conv.dilation[1] \
                 or conv.padding != conv.dilation or conv.stride[0] != conv.stride[1]:
-            raise ValueError(f"conv: expected a 3x3 conv with padding == dilation, square stride "
+            raise UserError(f"conv: expected a 3x3 conv with padding == dilation, square stride "
                              f"and dilation, got {conv}")
         module = cls(conv.in_channels, conv.out_channels, conv.dilation[0] if rate is None else rate,
                      conv.stride[0], conv.groups, conv.bias is not None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .conv import ConvBNAct
 
 
@@ -40,7 +41,7 @@ class HarDBlock(nn.Module):
     def __init__(self, in_channels: int, growth_rate: int, multiplier: float, num_layers: int):
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"num_layers: a HarDBlock needs at least one layer, got {num_layers}")
+            raise UserError(f"num_layers: a HarDBlock needs at least one layer, got {num_layers}")
         widths = [in_channels]
         self.links: list[list[int]] = []
         layers = []

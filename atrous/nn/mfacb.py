@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .conv import ConvBNAct
 
 
@@ -42,7 +43,7 @@ class MFACB(nn.Module):
         super().__init__()
         self.dilations = tuple(int(d) for d in dilations)
         if len(self.dilations) < 2:
-            raise ValueError(f"dilations: MFACB needs at least two atrous layers, got {self.dilations}")
+            raise UserError(f"dilations: MFACB needs at least two atrous layers, got {self.dilations}")
         self.convs = atrous_stack(in_channels, mid_channels, self.dilations)
         self.compress = ConvBNAct(mid_channels * len(self.dilations), out_channels, 1)
         self.shortcut = ConvBNAct(in_channels, out_channels, 1)

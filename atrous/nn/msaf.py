@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .conv import ConvBNAct
 
 
@@ -18,7 +19,7 @@ class Gonv(nn.Sequential):
         super().__init__()
         hidden = channels // reduction
         if hidden < 1:
-            raise ValueError(f"reduction: {reduction} leaves no channels of {channels}")
+            raise UserError(f"reduction: {reduction} leaves no channels of {channels}")
         self.squeeze = ConvBNAct(channels, hidden, 1, bias=True)
         self.expand = ConvBNAct(hidden, channels, 1, bias=True, act=None)
 

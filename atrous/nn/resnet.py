@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .conv import ConvBNAct
 
 
@@ -61,7 +62,7 @@ def basic_stage(in_channels: int, out_channels: int, depth: int, stride: int = 1
     """``depth`` BasicBlocks, the first with ``stride`` and the width change; the last without its
     final ReLU (the official ``_make_layer``: its caller decides)."""
     if depth < 1:
-        raise ValueError(f"depth: a stage needs at least one block, got {depth}")
+        raise UserError(f"depth: a stage needs at least one block, got {depth}")
     blocks = [BasicBlock(in_channels if i == 0 else out_channels, out_channels,
                          stride if i == 0 else 1, act_out=(depth == 1 or i < depth - 1))
               for i in range(depth)]

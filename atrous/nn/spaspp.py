@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .conv import ConvBNAct, resize_to
 from .mfacb import atrous_stack, serial_outputs
 
@@ -37,7 +38,7 @@ class SPASPP(nn.Module):
         super().__init__()
         self.rates = tuple(int(r) for r in rates)
         if not self.rates:
-            raise ValueError("rates: SPASPP needs at least one atrous rate")
+            raise UserError("rates: SPASPP needs at least one atrous rate")
         self.convs = atrous_stack(in_channels, mid_channels, self.rates)
         self.pool = GlobalPoolBranch(in_channels, mid_channels)
         self.compress = ConvBNAct(mid_channels * (len(self.rates) + 1), out_channels, 1)

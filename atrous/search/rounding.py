@@ -8,6 +8,7 @@ from typing import Sequence
 
 from torch import nn
 
+from ..errors import UserError
 from ..analysis import field_of_view, fov_table
 
 
@@ -26,9 +27,9 @@ def round_block(rates: Sequence[float]) -> tuple[int, ...]:
     """
     values = sorted(float(r) for r in rates)
     if not values:
-        raise ValueError("rates: a block needs at least one rate")
+        raise UserError("rates: a block needs at least one rate")
     if not all(math.isfinite(r) for r in values):
-        raise ValueError(f"rates: expected finite numbers, got {tuple(rates)}")
+        raise UserError(f"rates: expected finite numbers, got {tuple(rates)}")
     if len(values) == 1:
         out = [math.ceil(values[0])]
     else:

@@ -14,6 +14,7 @@ from typing import Iterable
 import yaml
 from torch import nn
 
+from ..errors import MissingFile, UserError
 from ..engine import build_optimizer
 from ..engine.config import (DEFAULTS, RECIPES, apply_overrides, check_config, dump_config, merge,
                              read_recipe, recipe_path)
@@ -41,7 +42,7 @@ def search_recipe_path(recipe) -> Path:
         return recipe_path(recipe)
     except FileNotFoundError as exc:
         names = ", ".join(sorted(p.stem for p in SEARCH_RECIPES.glob("*.yaml")))
-        raise FileNotFoundError(f"{exc.args[0]}; bundled search recipes: {names}") from None
+        raise MissingFile(f"{exc.args[0]}; bundled search recipes: {names}") from None
 
 
 def load_search_config(recipe, overrides: Iterable[str] = ()) -> tuple[dict, dict]:
@@ -97,7 +98,7 @@ class SearchHooks(TrainHooks):
 
 def rate_parameters(model: nn.Module) -> list[nn.Parameter]:
     if not hasattr(model, "rate_parameters"):
-        raise TypeError(f"model.name: {type(model).__name__} has no trainable dilation rates; "
+        raise UserError(f"model.name: {type(model).__name__} has no trainable dilation rates; "
                         "use a searchable model such as regseg_search")
     return model.rate_parameters()
 
@@ -125,7 +126,7 @@ def run_search(recipe, out_dir, overrides: Iterable[str] = (), resume: bool = Fa
     saved = out / "search.yaml"
     text = yaml.safe_dump({"search": search_cfg}, sort_keys=False)
     if resume and saved.is_file() and saved.read_text() != text:
-        raise ValueError(f"--resume: the search section differs from {saved}; resume with the same values")
+        raise UserError(f"--resume: the search section differs from {saved}; resume with the same values")
     create_model(search_cfg["retrain_model"])  # fail now, not after the search, on a bad name
     start_model = create_model(config["model"]["name"], **(config["model"]["options"] or {}))
     rate_parameters(start_model)

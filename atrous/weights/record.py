@@ -17,6 +17,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from ..errors import UserError
+
 RECORD_KEY = "atrous"  # safetensors metadata / ONNX metadata_props key of the record JSON
 FORMAT = "atrous-weights/1"
 
@@ -39,9 +41,9 @@ class Normalization:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"normalization: expected 3 means and 3 positive stds, got {self.mean}, {self.std}")
+            raise UserError(f"normalization: expected 3 means and 3 positive stds, got {self.mean}, {self.std}")
         if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"normalization.channel_order: expected RGB or BGR, got {self.channel_order!r}")
+            raise UserError(f"normalization.channel_order: expected RGB or BGR, got {self.channel_order!r}")
 
     def apply(self, rgb):
         """H x W x 3 RGB pixel values (numpy) -> the 3 x H x W float32 network input."""
@@ -87,7 +89,7 @@ class WeightsRecord:
             object.__setattr__(self, "train_crop", tuple(int(v) for v in self.train_crop))
         for name, values in (("classes", self.classes), ("palette", self.palette)):
             if values and len(values) != self.num_classes:
-                raise ValueError(f"record {name}: {len(values)} entries for {self.num_classes} classes")
+                raise UserError(f"record {name}: {len(values)} entries for {self.num_classes} classes")
 
     # ------------------------------------------------------------------ serialisation
     def to_json(self) -> str:
@@ -97,7 +99,7 @@ class WeightsRecord:
     def from_json(cls, text: str) -> "WeightsRecord":
         raw = json.loads(text)
         if not isinstance(raw, dict) or not str(raw.get("format", "")).startswith("atrous-weights/"):
-            raise ValueError(f"not an atrous weights record (format {raw.get('format') if isinstance(raw, dict) else raw!r})")
+            raise UserError(f"not an atrous weights record (format {raw.get('format') if isinstance(raw, dict) else raw!r})")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -134,7 +136,7 @@ def legacy_record(metadata: Mapping[str, str], model: str | None) -> WeightsReco
         options = json.loads(metadata.get("options") or "{}")
         num_classes = int(metadata["num_classes"])
     except ValueError as exc:
-        raise ValueError(f"metadata of an atrous 0.1 file is malformed: {exc}") from None
+        raise UserError(f"metadata of an atrous 0.1 file is malformed: {exc}") from None
     provenance = {"format": "atrous 0.1 (no record)"}
     if metadata.get("iterations"):
         provenance.update(iteration=int(metadata["iterations"]), weights=metadata.get("weights", "final"))
