@@ -1,6 +1,6 @@
 """Training end to end on a tiny toy recipe: resume after SIGKILL is bitwise equal, two gloo
-processes train under torchrun, a NaN loss stops cleanly, and ``atrous train``/``atrous eval``
-write everything they promise."""
+processes train under torchrun with synchronized BatchNorm, a NaN loss stops cleanly, and
+``atrous train``/``atrous eval`` write everything they promise."""
 from __future__ import annotations
 
 import json
@@ -114,10 +114,10 @@ def test_resume_after_sigkill_and_data_workers_are_bitwise_equal(recipe, tmp_pat
     assert logged == sorted(logged) and logged.count(6) == 1  # the lost iterations were not logged twice
 
 
-def test_two_gloo_processes_train_with_ddp(recipe, tmp_path):
-    out = tmp_path / "ddp"
+def test_two_gloo_processes_train_with_ddp_and_synchronized_batchnorm(recipe, tmp_path):
+    out = tmp_path / "ddp"  # what they compute is tests/test_distributed.py's; here the command runs
     run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "atrous.cli",
-             "train", str(recipe), "--out", str(out), "--set", "train.max_iters=4"])
+             "train", str(recipe), "--out", str(out), "--set", "train.max_iters=4", "--set", "train.sync_bn=true"])
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     train_records = [r for r in records if "loss" in r]
     # 16 images, 4 per process and 2 processes -> 2 iterations per epoch: iteration 4 is in epoch 1

@@ -19,6 +19,8 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 # Paths whose contents are free-form mappings (checked by their consumer, not here).
 OPEN_KEYS = ("data", "model.options")
+# Keys that moved: old path -> new path (an error that names the new key).
+MOVED_KEYS = {"model.sync_bn": "train.sync_bn"}
 
 DEFAULTS: dict[str, Any] = {
     "recipe": None,  # set by load_config: the bundled name or the path the run was made from
@@ -28,12 +30,12 @@ DEFAULTS: dict[str, Any] = {
         "name": "regseg",
         "options": {},  # overrides of the model's config dataclass
         "init": None,  # weights to start from (.safetensors/.pt); classifier may have other classes
-        "sync_bn": False,  # convert BatchNorm to SyncBatchNorm under DDP
     },
     "data": {"dataset": "toy"},
     "train": {
         "split": "train",
-        "batch_size": 8,  # per process
+        "batch_size": 8,  # per process: the global batch is batch_size x processes
+        "sync_bn": False,  # many processes: BatchNorm statistics over the global batch (any backend)
         "epochs": None,  # give epochs or max_iters (max_iters wins when both are set)
         "max_iters": None,
         "num_workers": 0,
@@ -82,6 +84,8 @@ def merge(base: dict, update: dict, where: str = "", source: str = "recipe") -> 
     out = copy.deepcopy(base)
     for key, value in (update or {}).items():
         path = f"{where}.{key}" if where else str(key)
+        if path in MOVED_KEYS:
+            raise UserError(f"{source}: {path} is now {MOVED_KEYS[path]}; rename the key")
         if key not in out and not _is_open(path):
             valid = ", ".join(sorted(f"{where}.{k}" if where else k for k in out))
             raise UnknownName(f"{source}: unknown key {path!r}; valid keys here: {valid}")

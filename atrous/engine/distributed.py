@@ -1,5 +1,8 @@
 """Many processes: the same ``atrous train`` command under ``torchrun --nproc_per_node N`` trains with
-DistributedDataParallel (NCCL on CUDA, gloo on CPU); SyncBatchNorm is optional."""
+DistributedDataParallel (NCCL on CUDA, gloo on CPU). With ``train.sync_bn`` BatchNorm statistics
+span every process (torch's SyncBatchNorm on CUDA, :mod:`atrous.engine.sync_batchnorm` elsewhere)
+and, with the losses' global normalisation (:mod:`atrous.engine.losses`), N processes of batch b
+compute what one process of batch N x b computes."""
 from __future__ import annotations
 
 import os
@@ -54,13 +57,33 @@ def pick_device(name: str, info_local_rank: int | None = None) -> torch.device:
     return device
 
 
+def group_size(group=None) -> int:
+    """Processes in ``group`` (the default group when None); 1 when no process group is running."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size(group)
+
+
+def sum_over_processes(values: torch.Tensor, group=None) -> torch.Tensor:
+    """``values`` summed over the processes of ``group`` (in place; itself in a single process)."""
+    if group_size(group) > 1:
+        dist.all_reduce(values, group=group)
+    return values
+
+
 def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, sync_bn: bool) -> nn.Module:
+    """DistributedDataParallel around ``model`` under many processes, its BatchNorm layers first
+    synchronized when ``sync_bn``; ``model`` itself in a single process. The conversion keeps the
+    parameter tensors, so an optimizer built before it is unaffected."""
     if not info.enabled:
         return model
     if sync_bn:
-        if device.type != "cuda":
-            raise UserError("model.sync_bn: SyncBatchNorm works on CUDA only; set model.sync_bn=false on CPU")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # torch's SyncBatchNorm is GPU-only
+            from .sync_batchnorm import convert_sync_batchnorm
+
+            model = convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
@@ -69,20 +92,14 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def all_finite(value: torch.Tensor, info: DistInfo) -> bool:
-    """Whether ``value`` is finite on every process (so all stop together on a NaN)."""
-    flag = torch.isfinite(value.detach()).all().float().reshape(1)
+def mean_over_processes(value: torch.Tensor, info: DistInfo) -> float:
+    """The mean of a scalar over the processes (NaN or inf when it is so on any process, so that
+    all stop together). With the losses' global normalisation, the mean of the processes' losses is
+    the loss of the global batch."""
+    total = value.detach().reshape(1).to(torch.float64, copy=True)  # all_reduce works in place
     if info.enabled:
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item() > 0)
-
-
-def mean_over_processes(value: float, info: DistInfo, device: torch.device) -> float:
-    if not info.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item()) / info.world_size
+        dist.all_reduce(total)
+    return float(total.item()) / info.world_size
 
 
 def barrier(info: DistInfo) -> None:

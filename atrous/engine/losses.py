@@ -11,10 +11,16 @@
 * :class:`SegLoss` sums ``main_weight`` x the main loss and ``aux_weights[i]`` x the loss of
   auxiliary head ``i`` (DSNet's official training: 0.6 x OHEM(main) + 0.2 x CE(aux_p) + 0.2 x
   CE(aux_d)).
+
+Under many processes each loss is a mean over the global batch: a process computes its part (the
+sum of its selected terms and their number, :class:`PartialLoss`) and :func:`global_means` divides
+by the number summed over the processes, so N processes of batch b train as one of batch N x b
+(docs/training.md, "Many processes"; what stays per process in the hard-pixel losses is said in
+each class).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,31 +28,70 @@ from torch import nn
 
 from ..errors import UserError
 from ..models.base import split_outputs
+from .distributed import group_size, sum_over_processes
+
+
+def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits in float32; float32 and float64 ones as they are."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def pixel_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Per-pixel cross-entropy (0 at ignored pixels), N x H x W, computed in float32."""
-    return F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    """Per-pixel cross-entropy (0 at ignored pixels), N x H x W, computed in float32 at least."""
+    return F.cross_entropy(at_least_float32(logits), target, ignore_index=ignore_index, reduction="none")
 
 
-class CrossEntropy(nn.Module):
-    """Mean cross-entropy over the pixels that are not ``ignore_index``."""
+class PartialLoss(NamedTuple):
+    """One process's part of a mean: the sum of its selected terms (pixel losses, or per-image
+    means) and their number (a float64 scalar)."""
+
+    total: torch.Tensor
+    count: torch.Tensor
+
+
+def global_means(parts: Sequence[PartialLoss]) -> list[torch.Tensor]:
+    """Each part's total over its count summed over every process, times the number of processes:
+    this process's share of the mean over the global batch. DistributedDataParallel averages the
+    processes' gradients, so the gradient is exactly that of the global-batch mean, and the mean of
+    the processes' values is its value. One all-reduce for all parts; a single process gets
+    ``total / count``. A mean over nothing is 0 (with a graph)."""
+    counts = torch.stack([part.count.to(part.total.device, torch.float64).reshape(()) for part in parts])
+    counts = sum_over_processes(counts)
+    per_process = counts.clamp(min=1.0) / group_size()
+    return [part.total / share.to(part.total.dtype) for part, share in zip(parts, per_process)]
+
+
+class MeanOverProcesses(nn.Module):
+    """Base of the losses: a subclass defines ``partial(logits, target) -> PartialLoss``; the value
+    is this process's share of the global-batch mean (:func:`global_means`), which in a single
+    process is the mean itself."""
+
+    def forward(self, logits, target):
+        return global_means([self.partial(logits, target)])[0]
+
+
+def _count(value) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=torch.float64)
+
+
+class CrossEntropy(MeanOverProcesses):
+    """Mean cross-entropy over the pixels that are not ``ignore_index`` (of the global batch)."""
 
     def __init__(self, ignore_index: int = 255):
         super().__init__()
         self.ignore_index = ignore_index
 
-    def forward(self, logits, target):
-        valid = target != self.ignore_index
-        if not valid.any():  # a crop with nothing to learn: zero loss that still has a graph
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index)
+    def partial(self, logits, target):
+        losses = pixel_ce(logits, target, self.ignore_index)
+        return PartialLoss(losses.sum(), _count((target != self.ignore_index).sum()))
 
 
-class RegSegOHEM(nn.Module):
+class RegSegOHEM(MeanOverProcesses):
     """RegSeg Sec 4.2: mean of the pixel losses > ``threshold`` when more than ``keep_fraction`` of
     the batch's pixels pass it, else the mean of the top ``keep_fraction`` of pixel losses. As in
-    the official code the fraction counts every pixel of the batch, ignored ones included."""
+    the official code the fraction counts every pixel of the batch, ignored ones included. Under
+    many processes the choice between the two is made on the global batch (one small all-reduce),
+    so the first form is the global mean; the top fraction is taken per process."""
 
     def __init__(self, ignore_index: int = 255, threshold: float = 0.3, keep_fraction: float = 1 / 16):
         super().__init__()
@@ -54,49 +99,54 @@ class RegSegOHEM(nn.Module):
             raise UserError(f"loss.keep_fraction: expected a value in (0, 1], got {keep_fraction}")
         self.ignore_index, self.threshold, self.keep_fraction = ignore_index, threshold, keep_fraction
 
-    def forward(self, logits, target):
+    def partial(self, logits, target):
         losses = pixel_ce(logits, target, self.ignore_index).flatten()
         k = max(1, int(losses.numel() * self.keep_fraction))
         hard = losses > self.threshold
-        if int(hard.sum()) > k:
-            return losses[hard].mean()
-        return torch.topk(losses, k).values.mean()
+        hard_count, global_k = sum_over_processes(_count([int(hard.sum()), k]).to(losses.device)).tolist()
+        if hard_count > global_k:
+            return PartialLoss(losses[hard].sum(), _count(hard.sum()))
+        return PartialLoss(torch.topk(losses, k).values.sum(), _count(k))
 
 
-class DSNetOHEM(nn.Module):
+class DSNetOHEM(MeanOverProcesses):
     """DSNet (official config, HRNet-style OHEM): among non-ignored pixels, sort by the softmax
     probability of the true class; the cut is ``max(threshold, p[min_kept])``; average the losses of
-    the pixels whose probability is below the cut."""
+    the pixels whose probability is below the cut. The selection is per process (``min_kept``
+    counts a process's pixels, as in the official multi-GPU code); the mean is over the pixels
+    selected on every process."""
 
     def __init__(self, ignore_index: int = 255, threshold: float = 0.9, min_kept: int = 131072):
         super().__init__()
         self.ignore_index, self.threshold, self.min_kept = ignore_index, threshold, max(1, int(min_kept))
 
-    def forward(self, logits, target):
-        logits = logits.float()
+    def partial(self, logits, target):
+        logits = at_least_float32(logits)
         losses = pixel_ce(logits, target, self.ignore_index).flatten()
         valid = (target != self.ignore_index).flatten()
         if not valid.any():
-            return logits.sum() * 0.0
+            return PartialLoss(logits.sum() * 0.0, _count(0))
         with torch.no_grad():  # the probabilities only select pixels
             safe = target.clone()
             safe[safe == self.ignore_index] = 0
             prob = logits.softmax(1).gather(1, safe.unsqueeze(1)).flatten()[valid]
             prob, order = prob.sort()
         cut = max(float(prob[min(self.min_kept, prob.numel() - 1)]), self.threshold)
-        return losses[valid][order][prob < cut].mean() if bool((prob < cut).any()) else logits.sum() * 0.0
+        selected = prob < cut
+        return PartialLoss(losses[valid][order][selected].sum(), _count(selected.sum()))
 
 
-class Bootstrap(nn.Module):
+class Bootstrap(MeanOverProcesses):
     """FASSD-Net (official config): per image, the mean of the pixel losses > ``threshold`` if the
     ``min_kept``-th largest loss passes it, else the mean of the ``min_kept`` largest; averaged over
-    the batch."""
+    the images of the (global) batch. The selection is per image, so it does not depend on how the
+    batch is split between processes."""
 
     def __init__(self, ignore_index: int = 255, threshold: float = 0.3, min_kept: int = 4096):
         super().__init__()
         self.ignore_index, self.threshold, self.min_kept = ignore_index, threshold, max(1, int(min_kept))
 
-    def forward(self, logits, target):
+    def partial(self, logits, target):
         per_image = pixel_ce(logits, target, self.ignore_index).flatten(1)
         out = []
         for losses in per_image:
@@ -106,7 +156,7 @@ class Bootstrap(nn.Module):
                 out.append(ranked[ranked > self.threshold].mean())
             else:
                 out.append(ranked[:k].mean())
-        return torch.stack(out).mean()
+        return PartialLoss(torch.stack(out).sum(), _count(len(out)))
 
 
 def build_criterion(name: str, ignore_index: int = 255, threshold=None, keep_fraction=None,
@@ -129,10 +179,11 @@ def build_criterion(name: str, ignore_index: int = 255, threshold=None, keep_fra
 class SegLoss(nn.Module):
     """``main_weight * criterion(main) + sum_i aux_weights[i] * aux_criterion(aux_i)`` over a
     model's training output (a tensor, or a tuple ``(logits, aux_1, ...)`` as in
-    atrous.models.base); ``aux_criterion`` defaults to ``criterion``."""
+    atrous.models.base); ``aux_criterion`` defaults to ``criterion``. Both are
+    :class:`MeanOverProcesses` losses; every head's count goes into one all-reduce."""
 
-    def __init__(self, criterion: nn.Module, aux_weights: Sequence[float] = (), main_weight: float = 1.0,
-                 aux_criterion: nn.Module | None = None):
+    def __init__(self, criterion: MeanOverProcesses, aux_weights: Sequence[float] = (), main_weight: float = 1.0,
+                 aux_criterion: MeanOverProcesses | None = None):
         super().__init__()
         self.criterion = criterion
         self.aux_criterion = aux_criterion if aux_criterion is not None else criterion
@@ -144,11 +195,10 @@ class SegLoss(nn.Module):
         if len(aux) != len(self.aux_weights):
             raise UserError(f"loss.aux_weights: the model returns {len(aux)} auxiliary output(s) in "
                              f"training but {len(self.aux_weights)} weight(s) are set")
-        loss = self.main_weight * self.criterion(main, target)
-        for weight, logits in zip(self.aux_weights, aux):
-            if weight:
-                loss = loss + weight * self.aux_criterion(logits, target)
-        return loss
+        heads = [(self.main_weight, self.criterion, main)]
+        heads += [(weight, self.aux_criterion, logits) for weight, logits in zip(self.aux_weights, aux) if weight]
+        means = global_means([criterion.partial(logits, target) for _, criterion, logits in heads])
+        return sum(weight * mean for (weight, _, _), mean in zip(heads, means))
 
 
 def loss_from_config(loss_cfg: dict, ignore_index: int = 255) -> SegLoss:

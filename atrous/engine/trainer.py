@@ -9,6 +9,7 @@ position). A checkpoint stores every generator, so a run killed at any point and
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,8 +23,7 @@ from ..utils import atomic_path
 from ..weights import save_weights
 from . import checkpoint as ckpt
 from .config import dump_config, resume_changes
-from .distributed import (all_finite, barrier, cleanup, init_distributed, mean_over_processes,
-                          pick_device, unwrap, wrap_model)
+from .distributed import barrier, cleanup, init_distributed, mean_over_processes, pick_device, unwrap, wrap_model
 from .ema import EMA
 from .evaluate import evaluate, format_table, write_json
 from .losses import loss_from_config
@@ -236,7 +236,7 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
     ema = EMA(model, tcfg["ema"]["alpha"], tcfg["ema"]["every"]) if tcfg["ema"]["enabled"] else None
     autocast, use_scaler = autocast_for(device, tcfg["precision"])
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    net = wrap_model(model, info, device, bool(config["model"]["sync_bn"]))
+    net = wrap_model(model, info, device, bool(tcfg["sync_bn"]))
     model = unwrap(net)
 
     start, best = 0, {"miou": None, "iter": None, "evaluations": 0}
@@ -297,9 +297,10 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
                                                                  int(tcfg["warmup_iters"]), tcfg["warmup_factor"]))
             with autocast:
                 loss = criterion(net(images), target)
-            if not all_finite(loss, info):
+            global_loss = mean_over_processes(loss, info)  # the global batch's; NaN if any process's is
+            if not math.isfinite(global_loss):
                 last = ckpt.latest_checkpoint(ckpt_dir)
-                raise TrainingDiverged(f"loss is {loss.item()} at iteration {it + 1} (epoch {epoch}); training stopped. "
+                raise TrainingDiverged(f"loss is {global_loss} at iteration {it + 1} (epoch {epoch}); training stopped. "
                                        f"Last good checkpoint: {last or 'none yet'}. Lower train.lr, enable "
                                        "train.grad_clip or use train.precision=fp32, then --resume.")
             optimizer.zero_grad(set_to_none=True)
@@ -314,12 +315,11 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
                 hooks.on_epoch_end(model, epoch, it)
             if ema is not None:
                 ema.update(model, it)
-            window.append(loss.item())
+            window.append(global_loss)
             bar.update(1)
             bar.set_postfix(loss=f"{window[-1]:.4f}", lr=f"{lr:.2e}", epoch=epoch)
             if it % int(tcfg["log_every"]) == 0 or it == max_iters:
-                mean_loss = mean_over_processes(sum(window) / len(window), info, device)
-                log.write(iter=it, epoch=epoch, loss=mean_loss, lr=lr,
+                log.write(iter=it, epoch=epoch, loss=sum(window) / len(window), lr=lr,
                           sec_per_iter=(time.perf_counter() - t0) / len(window))
                 window, t0 = [], time.perf_counter()
             if tcfg["eval_every"] and it % int(tcfg["eval_every"]) == 0 and it < max_iters:
