@@ -65,7 +65,7 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(recipe, tmp_path
     def broken(*args, **kwargs):
         raise TypeError("a bug")
 
-    monkeypatch.setattr(trainer, "build_model", broken)
+    monkeypatch.setattr(trainer, "start_run", broken)
     with pytest.raises(TypeError, match="a bug"):
         main(["train", str(recipe), "--out", str(tmp_path / "b")])
 

@@ -27,7 +27,8 @@ from torch import nn
 from atrous.engine import load_config, train
 from atrous.weights import read_weights_file
 from atrous.engine.sync_batchnorm import SyncBatchNorm2d, SyncBatchNormFunction, convert_sync_batchnorm
-from atrous.engine.trainer import EpochPlan, SeededSamples, build_datasets
+from atrous.data import build_dataset
+from atrous.engine.plan import EpochPlan, SeededSamples
 from atrous.errors import UserError
 
 from conftest import REPO
@@ -67,7 +68,7 @@ def train_float64(recipe, out, overrides=()) -> None:
     torch.set_default_dtype(torch.float64)
     try:
         config = load_config(recipe, overrides)
-        train_set = Float64Images(build_datasets(config, need_val=False)[0])
+        train_set = Float64Images(build_dataset(config["data"], config["train"]["split"], train=True))
         train(config, out, progress=False, datasets=(train_set, None))
     finally:
         torch.set_default_dtype(dtype)
@@ -109,7 +110,7 @@ def test_two_gloo_processes_of_batch_b_equal_one_process_of_batch_2b(recipe, tmp
     torch.set_num_threads(1)  # as the torchrun processes (OMP_NUM_THREADS=1)
     try:
         config = load_config(recipe, [f"train.batch_size={2 * PER_PROCESS}"])
-        train_set = build_datasets(config, need_val=False)[0]
+        train_set = build_dataset(config["data"], config["train"]["split"], train=True)
         plan = EpochPlan(train_set, 2 * PER_PROCESS, 1, 0, int(config["seed"]))
         masks = [SeededSamples(train_set, plan.items(0))[i][1] for i in range(2 * PER_PROCESS)]
         valid = [int((mask != 255).sum()) for mask in masks]

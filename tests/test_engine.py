@@ -130,7 +130,9 @@ def test_aux_weights_and_main_weight():
     aux = logits_for_losses(torch.full((1, 2, 2), 2.0))
     loss = SegLoss(CrossEntropy(), [0.4])
     assert torch.isclose(loss((main, aux), target), torch.tensor(0.5 + 0.4 * 2.0), atol=1e-5)
-    cfg = {"name": "ohem_dsnet", "main_weight": 0.6, "aux_weights": [0.2, 0.2], "aux_loss": "ce"}
+    from atrous.engine.settings import LossSettings
+
+    cfg = LossSettings(name="ohem_dsnet", main_weight=0.6, aux_weights=[0.2, 0.2], aux_loss="ce")
     dsnet = loss_from_config(cfg)
     assert isinstance(dsnet.aux_criterion, CrossEntropy) and isinstance(dsnet.criterion, DSNetOHEM)
     with pytest.raises(ValueError, match="aux_weights"):

@@ -127,9 +127,9 @@ def test_two_gloo_processes_train_with_ddp_and_synchronized_batchnorm(recipe, tm
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(recipe, tmp_path, monkeypatch):
-    import atrous.engine.trainer as trainer
+    import atrous.engine.losses as losses
 
-    real = trainer.loss_from_config
+    real = losses.loss_from_config
 
     def poisoned(cfg, ignore_index=255):
         criterion = real(cfg, ignore_index)
@@ -142,7 +142,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(recipe, tmp_path, mon
 
         return loss
 
-    monkeypatch.setattr(trainer, "loss_from_config", poisoned)
+    monkeypatch.setattr(losses, "loss_from_config", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(TrainingDiverged, match=r"loss is nan at iteration 3.*iter_0000002\.pt"):
         train(load_config(recipe), out, progress=False)

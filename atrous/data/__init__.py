@@ -12,6 +12,7 @@ from .camvid import CamVid
 from .classes import CLASS_NAMES, IGNORE_INDEX, PALETTES, colorize, palette_for
 from .datasets import ADE20K, BDD100K, Cityscapes
 from .folder import FolderDataset
+from .imagefolder import ImageFolder
 from .mapillary import MapillaryVistas
 from .preview import preview_grid, save_preview
 from .randaug import RandAugment
@@ -21,7 +22,7 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, SegTransform, build_transfo
 
 __all__ = [
     "ADE20K", "BDD100K", "CLASS_NAMES", "CamVid", "Cityscapes", "ClassPresence", "ClassUniformSampler",
-    "DATASETS", "DataError", "FolderDataset", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD",
+    "DATASETS", "DataError", "FolderDataset", "ImageFolder", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD",
     "MapillaryVistas", "PALETTES", "RandAugment", "SampleRequest", "SegTransform",
     "SegmentationDataset", "ToyRectangles", "build_dataset", "build_sampler", "build_transforms",
     "check_spec", "colorize", "palette_for", "preview_grid", "save_preview",

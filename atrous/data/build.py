@@ -3,7 +3,7 @@
 ::
 
     data:
-      dataset: camvid            # toy | cityscapes | camvid | ade20k | bdd100k | mapillary | folder
+      dataset: camvid            # toy | cityscapes | camvid | ade20k | bdd100k | mapillary | folder | imagefolder
       root: ../shared/data/camvid  # null for toy
       layout: auto               # dataset-specific options (see OPTIONS)
       holdout: [0006R0]          # camvid: sequences kept out of every split but ``holdout``
@@ -21,6 +21,7 @@ from ..errors import UserError
 from .camvid import CamVid
 from .datasets import ADE20K, BDD100K, Cityscapes
 from .folder import FolderDataset
+from .imagefolder import ImageFolder, build_classification_transform
 from .mapillary import MapillaryVistas
 from .sampler import ClassUniformSampler
 from .toy import ToyRectangles
@@ -34,6 +35,7 @@ DATASETS = {
     "bdd100k": BDD100K,
     "mapillary": MapillaryVistas,
     "folder": FolderDataset,
+    "imagefolder": ImageFolder,  # classification (encoder pretraining): root/SPLIT/CLASS/*.jpg
 }
 COMMON_KEYS = ("dataset", "root", "skip_bad", "transforms", "class_uniform", "tile_size", "cache_dir")
 OPTIONS = {
@@ -71,8 +73,9 @@ def build_dataset(spec: dict, split: str, train: bool):
     val transforms attached."""
     name = check_spec(spec)
     options = {k: spec[k] for k in OPTIONS.get(name, ()) if k in spec}
+    make = build_classification_transform if name == "imagefolder" else build_transforms
     try:
-        transform = build_transforms((spec.get("transforms") or {}).get("train" if train else "val"), train)
+        transform = make((spec.get("transforms") or {}).get("train" if train else "val"), train)
     except ValueError as err:
         raise UserError(f"data.transforms.{'train' if train else 'val'}: {err}") from None
     skip_bad = bool(spec.get("skip_bad", False))

@@ -200,10 +200,18 @@ class ClassUniformSampler(Sampler):
                 for (index, class_id, center), seed in zip(items, seeds)]
 
     def __iter__(self):
-        requests = self.epoch_requests()
-        total = len(self) * self.num_replicas
-        requests = [requests[k % len(requests)] for k in range(total)]
-        return iter(requests[self.rank:total:self.num_replicas])
+        return iter(shard(self.epoch_requests(), len(self) * self.num_replicas, self.rank, self.num_replicas))
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self.num_replicas)
+
+
+def shard(items: list, total: int, rank: int, world: int) -> list:
+    """Process ``rank``'s share of an epoch: the first ``total`` of ``items`` (repeated cyclically
+    when there are fewer), dealt round-robin to ``world`` processes, so that the processes'
+    ``k``-th items together are positions ``k*world .. k*world + world - 1``. The one place atrous
+    splits data between processes (the trainer's epoch plan and this sampler)."""
+    if not items:
+        return []
+    chosen = [items[k % len(items)] for k in range(total)]
+    return chosen[rank:total:world]

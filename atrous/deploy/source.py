@@ -52,6 +52,9 @@ def open_model(spec: str, weights: str | None = None, num_classes: int | None = 
             raise UserError(f"{weights}: an ONNX file; this command needs PyTorch weights (.safetensors or .pt)")
         return _onnx_model(weights, name)
     model = load(weights, name)
+    if model.record.task != "segmentation":
+        raise UserError(f"{weights}: a pretrained encoder with a classification head ({model.record.task}); "
+                        f"start a segmentation run from it: --set 'model.init={{path: {weights}, part: encoder}}'")
     if num_classes is not None and num_classes != model.num_classes:
         raise UserError(f"--num-classes {num_classes}: {weights} holds a {model.num_classes}-class model")
     return model

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import yaml
 
 from ..errors import MissingFile, UnknownName, UserError
+from .settings import RunSettings, defaults, settings_from_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -22,56 +23,8 @@ OPEN_KEYS = ("data", "model.options")
 # Keys that moved: old path -> new path (an error that names the new key).
 MOVED_KEYS = {"model.sync_bn": "train.sync_bn"}
 
-DEFAULTS: dict[str, Any] = {
-    "recipe": None,  # set by load_config: the bundled name or the path the run was made from
-    "seed": 0,  # RegSeg Sec 4.3: seed before initialization; reseeded with seed + epoch per epoch
-    "device": "auto",  # auto | cpu | cuda | cuda:N
-    "model": {
-        "name": "regseg",
-        "options": {},  # overrides of the model's config dataclass
-        "init": None,  # weights to start from (.safetensors/.pt); classifier may have other classes
-    },
-    "data": {"dataset": "toy"},
-    "train": {
-        "split": "train",
-        "batch_size": 8,  # per process: the global batch is batch_size x processes
-        "sync_bn": False,  # many processes: BatchNorm statistics over the global batch (any backend)
-        "epochs": None,  # give epochs or max_iters (max_iters wins when both are set)
-        "max_iters": None,
-        "num_workers": 0,
-        "lr": 0.05,
-        "momentum": 0.9,
-        "nesterov": False,
-        "weight_decay": 1e-4,
-        "decay_bn": False,  # RegSeg Sec 4.2: no weight decay on BatchNorm parameters
-        "decay_bias": True,  # set False to exclude every bias from weight decay as well
-        "poly_power": 0.9,
-        "warmup_iters": 0,
-        "warmup_factor": 0.1,  # linear warmup from warmup_factor * lr to lr
-        "grad_clip": None,  # max global gradient norm, or null
-        "precision": "auto",  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
-        "ema": {"enabled": False, "alpha": 0.0031, "every": 32},  # RegSeg Sec 4.2
-        "log_every": 10,
-        "checkpoint_every": 500,
-        "keep_checkpoints": 2,
-        "eval_every": None,  # iterations between evaluations on eval.split, or null
-    },
-    "loss": {
-        "name": "ce",  # ce | ohem_regseg | ohem_dsnet | bootstrap
-        "threshold": None,  # pixel-loss threshold (ohem_regseg, bootstrap: 0.3) or probability (ohem_dsnet: 0.9)
-        "keep_fraction": None,  # ohem_regseg: at least this fraction of the batch's pixels (1/16)
-        "min_kept": None,  # ohem_dsnet: 131072 per process; bootstrap: 4096 per image
-        "main_weight": 1.0,  # weight of the main output's loss (DSNet official: 0.6)
-        "aux_weights": [],  # one weight per auxiliary head, in the model's output order
-        "aux_loss": "same",  # loss of the auxiliary heads: same as the main one, or a loss name (ce, ...)
-    },
-    "eval": {
-        "split": "val",
-        "batch_size": 1,
-        "shorter_side": None,  # RegSeg: resize the image so its shorter side is this, then upsample
-        "select": "final",  # final | best (best of periodic evaluations: reported as such)
-    },
-}
+# The defaults and types live in atrous.engine.settings (one dataclass per section).
+DEFAULTS: dict[str, Any] = defaults()
 
 
 def _is_open(path: str) -> bool:
@@ -170,63 +123,27 @@ def load_config(recipe: str | Path, overrides: Iterable[str] = ()) -> dict:
     return config
 
 
-# Types of the keys whose default is null (the others take the type of their default).
-NULLABLE_TYPES = {
-    "train.epochs": int, "train.max_iters": int, "train.grad_clip": float, "train.eval_every": int,
-    "eval.shorter_side": int, "loss.threshold": float, "loss.keep_fraction": float, "loss.min_kept": int,
-    "model.init": (str, dict), "recipe": str,
-}
-
-
-def check_types(config: dict, defaults: dict = DEFAULTS, where: str = "") -> None:
-    """Every key of ``defaults`` holds a value of its type (an int is a float too; null is
-    allowed where the default is null), or a UserError names the key, the value and the type."""
-    for key, default in defaults.items():
-        path = f"{where}.{key}" if where else key
-        if _is_open(path) or key not in config:
-            continue
-        value = config[key]
-        if isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise UserError(f"{path}: expected a mapping, got {value!r}")
-            check_types(value, default, path)
-            continue
-        expected = NULLABLE_TYPES.get(path) if default is None else type(default)
-        if value is None or expected is None:
-            continue
-        if not _has_type(value, expected):
-            names = "/".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-            raise UserError(f"{path}: expected {names.replace('float', 'a number').replace('int', 'an integer')}, "
-                            f"got {value!r}")
-
-
-def _has_type(value, expected) -> bool:
-    types = expected if isinstance(expected, tuple) else (expected,)
-    if isinstance(value, bool):
-        return bool in types
-    if float in types and isinstance(value, (int, float)):
-        return True
-    return isinstance(value, types)
-
-
-def check_config(config: dict) -> None:
-    """Type and value checks that would otherwise fail late, each naming its key."""
-    check_types(config)
-    train = config["train"]
-    if train["max_iters"] is None and train["epochs"] is None:
+def check_config(config: dict) -> RunSettings:
+    """The typed settings of ``config`` (types checked by :func:`settings_from_config`) after the
+    value checks that would otherwise fail late, each naming its key."""
+    settings = settings_from_config(config)
+    train = settings.train
+    if train.max_iters is None and train.epochs is None:
         raise UserError("train.max_iters / train.epochs: give one of them")
     for key in ("max_iters", "epochs", "batch_size"):
-        value = train[key]
-        if value is not None and (not isinstance(value, int) or value < 1):
+        value = getattr(train, key)
+        if value is not None and value < 1:
             raise UserError(f"train.{key}: expected a positive integer, got {value!r}")
-    if train["precision"] not in ("auto", "fp32", "fp16", "bf16"):
-        raise UserError(f"train.precision: expected auto, fp32, fp16 or bf16, got {train['precision']!r}")
-    if config["eval"]["select"] not in ("final", "best"):
-        raise UserError(f"eval.select: expected final or best, got {config['eval']['select']!r}")
-    if not isinstance(config["data"], dict) or "dataset" not in config["data"]:
-        raise UserError("data.dataset: missing (toy, cityscapes, camvid, ade20k, bdd100k or folder)")
-    if not isinstance(config["loss"]["aux_weights"], list):
-        raise UserError("loss.aux_weights: expected a list of numbers")
+    if train.precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise UserError(f"train.precision: expected auto, fp32, fp16 or bf16, got {train.precision!r}")
+    if settings.eval.select not in ("final", "best"):
+        raise UserError(f"eval.select: expected final or best, got {settings.eval.select!r}")
+    if settings.task not in ("segmentation", "classification"):
+        raise UserError(f"task: expected segmentation or classification, got {settings.task!r}")
+    if not isinstance(settings.data, dict) or "dataset" not in settings.data:
+        raise UserError("data.dataset: missing (toy, cityscapes, camvid, ade20k, bdd100k, mapillary, folder "
+                        "or imagefolder)")
+    return settings
 
 
 def dump_config(config: dict) -> str:

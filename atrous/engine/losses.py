@@ -201,11 +201,10 @@ class SegLoss(nn.Module):
         return sum(weight * mean for (weight, _, _), mean in zip(heads, means))
 
 
-def loss_from_config(loss_cfg: dict, ignore_index: int = 255) -> SegLoss:
+def loss_from_config(loss, ignore_index: int = 255) -> SegLoss:
+    """The :class:`SegLoss` of a recipe's ``loss`` section (a :class:`~atrous.engine.settings.LossSettings`)."""
     def make(name):
-        return build_criterion(name, ignore_index, loss_cfg.get("threshold"), loss_cfg.get("keep_fraction"),
-                               loss_cfg.get("min_kept"))
+        return build_criterion(name, ignore_index, loss.threshold, loss.keep_fraction, loss.min_kept)
 
-    aux_name = loss_cfg.get("aux_loss", "same")
-    aux = None if aux_name in (None, "same", loss_cfg["name"]) else make(aux_name)
-    return SegLoss(make(loss_cfg["name"]), loss_cfg.get("aux_weights") or (), loss_cfg.get("main_weight", 1.0), aux)
+    aux = None if loss.aux_loss in (None, "same", loss.name) else make(loss.aux_loss)
+    return SegLoss(make(loss.name), loss.aux_weights or (), loss.main_weight, aux)

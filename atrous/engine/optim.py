@@ -26,8 +26,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_bn: bool = False,
     return groups
 
 
-def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.SGD:
-    groups = param_groups(model, float(train_cfg["weight_decay"]), bool(train_cfg["decay_bn"]),
-                          bool(train_cfg["decay_bias"]))
-    return torch.optim.SGD(groups, lr=float(train_cfg["lr"]), momentum=float(train_cfg["momentum"]),
-                           nesterov=bool(train_cfg["nesterov"]))
+def build_optimizer(model: nn.Module, train) -> torch.optim.SGD:
+    """SGD of a recipe's ``train`` section (a :class:`~atrous.engine.settings.TrainSettings`)."""
+    groups = param_groups(model, train.weight_decay, train.decay_bn, train.decay_bias)
+    return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, nesterov=train.nesterov)

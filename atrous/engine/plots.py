@@ -21,11 +21,13 @@ def _pyplot():
     return plt
 
 
-def plot_curves(metrics_path, out_path) -> Path:
-    """Training loss (and lr) against iterations, and validation mIoU where evaluated."""
+def plot_curves(metrics_path, out_path, metric: str = "miou", label: str = "mIoU") -> Path:
+    """Training loss against iterations, and the validation ``metric`` (``val_<metric>`` in
+    metrics.jsonl: mIoU, or top-1 accuracy for pretraining) where evaluated."""
     records = [json.loads(ln) for ln in Path(metrics_path).read_text().splitlines() if ln.strip()]
     train = [r for r in records if "loss" in r]
-    evals = [r for r in records if "val_miou" in r]
+    key = f"val_{metric}"
+    evals = [r for r in records if key in r]
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ax = axes[0]
@@ -34,12 +36,12 @@ def plot_curves(metrics_path, out_path) -> Path:
     ax.grid(alpha=0.3)
     ax = axes[1]
     if evals:
-        ax.plot([r["iter"] for r in evals], [100 * r["val_miou"] for r in evals], "o-", color="tab:green")
+        ax.plot([r["iter"] for r in evals], [100 * r[key] for r in evals], "o-", color="tab:green")
         final = [r for r in evals if r.get("final")]
         if final:
-            ax.annotate(f"{100 * final[-1]['val_miou']:.1f}", (final[-1]["iter"], 100 * final[-1]["val_miou"]),
+            ax.annotate(f"{100 * final[-1][key]:.1f}", (final[-1]["iter"], 100 * final[-1][key]),
                         textcoords="offset points", xytext=(-10, 6))
-    ax.set(xlabel="iteration", ylabel="mIoU (%)", title=f"{evals[-1]['split'] if evals else 'val'} mIoU")
+    ax.set(xlabel="iteration", ylabel=f"{label} (%)", title=f"{evals[-1]['split'] if evals else 'val'} {label}")
     ax.grid(alpha=0.3)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
     with atomic_path(out_path) as tmp:

@@ -1,4 +1,11 @@
-"""Iteration-based training (RegSeg Sec 4.2-4.3; the same loop serves every recipe).
+"""Iteration-based training (RegSeg Sec 4.2-4.3; the same loop serves every recipe and the
+encoder pretraining).
+
+A :class:`Run` holds what one training run needs: the typed settings, the task (segmentation or
+classification, :mod:`atrous.engine.tasks`), the :class:`~atrous.engine.state.TrainState` (model,
+optimizer, scaler, EMA, iteration: one state dict), the epoch plan and the hooks
+(:mod:`atrous.engine.hooks`: log, evaluation, checkpoints, and any a caller adds). :func:`train`
+sets it up, runs :func:`step` until ``max_iters`` and finishes.
 
 Reproducibility, RegSeg Sec 4.3: the seed is set before the model is initialized; at the start of
 every epoch the generators are reseeded with ``seed + epoch`` and the epoch's order is drawn from
@@ -8,132 +15,60 @@ position). A checkpoint stores every generator, so a run killed at any point and
 """
 from __future__ import annotations
 
-import json
 import math
-import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..models import create_model
+from ..errors import UserError, WeightsError
 from ..progress import progress as progress_bar
 from ..utils import atomic_path
-from ..weights import save_weights
 from . import checkpoint as ckpt
-from .config import dump_config, resume_changes
-from .distributed import barrier, cleanup, init_distributed, mean_over_processes, pick_device, unwrap, wrap_model
+from .config import check_config, dump_config, resume_changes
+from .distributed import (DistInfo, barrier, cleanup, init_distributed, mean_over_processes, pick_device,
+                          unwrap, wrap_model)
 from .ema import EMA
-from .evaluate import evaluate, format_table, write_json
-from .losses import loss_from_config
+from .evaluate import write_json
+from .hooks import CheckpointHook, EvalHook, Hook, LogHook, MetricsLog
 from .optim import build_optimizer
-from .records import training_record
+from .plan import EpochPlan, SeededSamples
+from .precise_bn import recompute_batchnorm
 from .schedule import lr_factor, set_lr
+from .settings import RunSettings
+from .state import TrainState
+from .tasks import build_task
 
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; training stopped without writing a checkpoint."""
 
 
-def build_datasets(config: dict, need_val: bool = True):
-    from ..data import build_dataset
-
-    train_set = build_dataset(config["data"], config["train"]["split"], train=True)
-    val_set = build_dataset(config["data"], config["eval"]["split"], train=False) if need_val else None
-    return train_set, val_set
-
-
-def build_model(config: dict, num_classes: int, progress: bool = True) -> torch.nn.Module:
-    """Seed, then build the model (RegSeg Sec 4.3: seed before initialization) and load
-    ``model.init`` weights if given (see :func:`init_weights`)."""
-    ckpt.seed_everything(int(config["seed"]))
-    model = create_model(config["model"]["name"], num_classes=num_classes, **(config["model"]["options"] or {}))
-    if config["model"]["init"]:
-        report = init_weights(model, config["model"]["init"])
-        if progress:
-            print(f"model.init: {report.summary()}")
-    return model
-
-
 def init_weights(model: torch.nn.Module, spec):
-    """Load ``model.init`` into ``model``: every tensor of the file that the model has, with a
-    classifier of another class count left at its initialisation (e.g. Cityscapes -> CamVid,
-    RegSeg Table 7). Returns the :class:`atrous.weights.LoadReport`."""
-    from ..errors import WeightsError
+    """Load ``model.init`` into ``model`` and return the :class:`atrous.weights.LoadReport`.
+
+    ``spec`` is a path: every tensor of the file, a classifier of another class count left at its
+    initialisation (Cityscapes -> CamVid, RegSeg Table 7); or ``{path: FILE, part: encoder}``:
+    the encoder's tensors that fit by name and shape (the authors' ImageNet files, an ``atrous``
+    pretraining run, another family member's weights), the rest left as initialised."""
     from ..weights import load_state, open_weights, to_model_layout
 
-    path = spec
-    file = open_weights(path)
-    report = load_state(model, to_model_layout(model, file.state), str(path), strict=False)
-    classifier = model.classifier_key.rsplit(".", 1)[0] + "."
-    other = [k for k in report.missing + [m[0] for m in report.misshaped] if not k.startswith(classifier)]
-    if other or report.unexpected:
-        raise WeightsError(f"model.init: {report.mismatch()}", report)
+    path, part = spec, None
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {"path", "part"})
+        if unknown or "path" not in spec:
+            raise UserError(f"model.init: expected a path or {{path: FILE, part: encoder}}, got {spec!r}")
+        path, part = spec["path"], spec.get("part")
+    state = to_model_layout(model, open_weights(str(path)).state)
+    report = load_state(model, state, str(path), part=part, strict=False)
+    if part is None:
+        classifier = model.classifier_key.rsplit(".", 1)[0] + "."
+        other = [k for k in report.missing + [m[0] for m in report.misshaped] if not k.startswith(classifier)]
+        if other or report.unexpected:
+            raise WeightsError(f"model.init: {report.mismatch()}; to load only the encoder, give "
+                               f"{{path: {path}, part: encoder}}", report)
     return report
-
-
-def sample_seed(seed: int, epoch: int, position: int) -> int:
-    """A distinct seed for the ``position``-th sample of ``epoch`` (independent of processes, workers
-    and resuming)."""
-    return (int(seed) * 1_000_003 + epoch * 2**24 + position) % 2**63
-
-
-class EpochPlan:
-    """The samples of each epoch: a permutation (or the class-uniform sampler's draw) seeded by
-    ``seed + epoch``, cut to whole global batches and dealt to the processes."""
-
-    def __init__(self, dataset, batch_size: int, world_size: int, rank: int, seed: int,
-                 class_uniform: float | None = None, tile_size: int = 1024):
-        self.dataset, self.batch_size, self.world, self.rank, self.seed = dataset, batch_size, world_size, rank, seed
-        self.sampler = None
-        if class_uniform:  # RegSeg Sec 4.2: class-uniform sampling (data.class_uniform percent)
-            from ..data import ClassUniformSampler
-
-            self.sampler = ClassUniformSampler(dataset, float(class_uniform), len(dataset), seed,
-                                               tile_size=int(tile_size), progress=rank == 0)
-        self.global_batch = batch_size * world_size
-        self.iters_per_epoch = max(1, len(dataset) // self.global_batch)
-
-    def items(self, epoch: int) -> list:
-        """This process's samples of ``epoch``, as (item, seed) in order."""
-        if self.sampler is not None:  # SampleRequests with their own seeds; cut and dealt below
-            order = self.sampler.epoch_requests(epoch)
-            while len(order) < self.global_batch:
-                order += order
-        else:
-            g = torch.Generator().manual_seed(self.seed + epoch)
-            order = torch.randperm(len(self.dataset), generator=g).tolist()
-            while len(order) < self.global_batch:  # a dataset smaller than one global batch
-                order += torch.randperm(len(self.dataset), generator=g).tolist()
-        order = order[: self.iters_per_epoch * self.global_batch]
-        return [(order[p], sample_seed(self.seed, epoch, p)) for p in range(self.rank, len(order), self.world)]
-
-
-class SeededSamples(torch.utils.data.Dataset):
-    """``dataset[SampleRequest(index, seed)]`` for each planned sample; the global generators are
-    seeded per sample too and restored afterwards, so augmentations that use them stay
-    reproducible without disturbing the training loop's generators."""
-
-    def __init__(self, dataset, items):
-        self.dataset, self.items = dataset, items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        from ..data import SampleRequest
-
-        item, seed = self.items[i]
-        request = item._replace(seed=seed) if isinstance(item, SampleRequest) and item.seed is None else item
-        if not isinstance(request, SampleRequest):
-            request = SampleRequest(int(item), seed)
-        saved = ckpt.rng_state()
-        ckpt.seed_everything(seed)
-        try:
-            return self.dataset[request]
-        finally:
-            ckpt.set_rng_state(saved)
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -148,50 +83,91 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype), precision == "fp16"
 
 
-class MetricsLog:
-    """``DIR/metrics.jsonl``: one JSON object a line; on resume, lines after the resumed iteration
-    are dropped so the log reads as one run."""
+@dataclass
+class Run:
+    """One training run's parts (see the module docstring); hooks read and use them."""
 
-    def __init__(self, path: Path, enabled: bool, resume_iter: int | None):
-        self.path, self.enabled = path, enabled
-        if enabled:
-            kept = []
-            if resume_iter is not None and path.is_file():
-                kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("iter", 0) <= resume_iter]
-            path.write_text("".join(ln + "\n" for ln in kept))
+    config: dict
+    settings: RunSettings
+    task: object
+    out: Path
+    info: DistInfo
+    device: torch.device
+    train_set: object
+    val_set: object
+    state: TrainState
+    net: torch.nn.Module
+    plan: EpochPlan
+    max_iters: int
+    criterion: object
+    hooks: list
+    progress: bool
+    resumed: bool = False
+    log: MetricsLog | None = None
+    bar: object = None
+    loss: float = float("nan")
+    lr: float = 0.0
+    epoch: int = 0
+    autocast: object = field(default_factory=nullcontext)
 
-    def write(self, **record) -> None:
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+    def record(self, weights: str, metrics: dict | None = None, model=None):
+        return self.task.record(self.config, model or self.state.eval_model, self.train_set,
+                                self.state.iteration, weights, metrics)
 
+    def save_checkpoint(self) -> Path:
+        state = self.state.state_dict()
+        state["record"] = self.record("final", model=self.state.model).to_json()
+        path = ckpt.save_checkpoint(self.out / "checkpoints" / f"iter_{self.state.iteration:07d}.pt", state)
+        ckpt.prune_checkpoints(self.out / "checkpoints", self.settings.train.keep_checkpoints)
+        return path
 
-class TrainHooks:
-    """Extension points of :func:`train` (used by ``atrous search``); the defaults do nothing
-    beyond the plain trainer. ``on_start`` and ``on_epoch_end`` run on the main process only."""
+    def precise_batchnorm(self) -> None:
+        """``train.precise_bn``: BatchNorm statistics of the evaluated weights recomputed over
+        training batches (every process takes part: synchronised BatchNorm needs all)."""
+        batches = self.settings.train.precise_bn.batches
+        if batches:
+            items = self.plan.items(self.epoch)[: batches * self.plan.batch_size]
+            loader = torch.utils.data.DataLoader(SeededSamples(self.train_set, items), batch_size=self.plan.batch_size,
+                                                 num_workers=self.settings.train.num_workers)
+            recompute_batchnorm(self.state.eval_model, loader, batches, self.device)
 
-    def build_optimizer(self, model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
-        return build_optimizer(model, train_cfg)
+    def evaluate(self, desc: str, progress: bool = False) -> dict:
+        return self.task.evaluate(self.state.eval_model, self.val_set, self.settings, self.device, progress, desc)
 
-    def on_start(self, model: torch.nn.Module, iteration: int, resumed: bool) -> None:
-        """After the model is built (and resumed, if so), before the first step."""
+    def evaluate_periodically(self) -> None:
+        self.precise_batchnorm()
+        it, best, split = self.state.iteration, self.state.best, self.settings.eval.split
+        if self.info.is_main and self.val_set is not None:
+            scores = self.task.scores(self.evaluate(f"eval@{it}"))
+            self.log.write(iter=it, split=split, **{f"val_{k}": v for k, v in scores.items()})
+            best["evaluations"] += 1
+            if self.settings.eval.select == "best" and (best["score"] is None or scores[self.task.metric] > best["score"]):
+                best.update(score=scores[self.task.metric], iter=it)
+                label = f"best of periodic evaluations on {split}"
+                self.save_weights("model_best.safetensors", "best", {split: {**scores, "label": label}})
+        barrier(self.info)
 
-    def on_epoch_end(self, model: torch.nn.Module, epoch: int, iteration: int) -> None:
-        """After the last step of each epoch, and after the last step of training."""
+    def save_weights(self, name: str, weights: str, metrics: dict) -> Path:
+        from ..weights import save_weights
+
+        return save_weights(self.out / name, self.state.eval_model, self.record(weights, metrics))
 
 
 def train(config: dict, out_dir, resume: bool = False, progress: bool = True, datasets=None,
-          hooks: TrainHooks | None = None) -> dict:
+          hooks: Hook | list | None = None) -> dict:
     """Train as ``config`` says, writing DIR/config.yaml, metrics.jsonl, checkpoints/,
-    model.safetensors, eval_SPLIT.json, curves.png and prediction.png. Returns a summary dict."""
+    model.safetensors, eval_SPLIT.json, curves.png and (segmentation) prediction.png. Returns a
+    summary dict. ``hooks`` are added to the trainer's own (log, evaluation, checkpoints)."""
     out = Path(out_dir)
-    tcfg, ecfg = config["train"], config["eval"]
-    device = pick_device(config["device"])
+    settings = check_config(config)
+    device = pick_device(settings.device)
     info = init_distributed(device)
     existed = out.exists()
+    extra = [] if hooks is None else list(hooks) if isinstance(hooks, (list, tuple)) else [hooks]
     try:
-        return _train(config, out, resume, progress and info.is_main, datasets, tcfg, ecfg, device, info,
-                      hooks or TrainHooks())
+        run = start_run(config, settings, out, resume, progress and info.is_main, datasets, device, info, extra)
+        train_loop(run)
+        return finish(run)
     except BaseException:
         if info.is_main:
             discard_unstarted_run(out, existed)
@@ -213,174 +189,145 @@ def discard_unstarted_run(out: Path, existed: bool) -> None:
             folder.rmdir()
 
 
-def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, hooks) -> dict:
-    ckpt_dir = out / "checkpoints"
-    latest = ckpt.latest_checkpoint(ckpt_dir)
+def start_run(config, settings: RunSettings, out: Path, resume: bool, progress: bool, datasets, device,
+              info: DistInfo, extra_hooks: list) -> Run:
+    """Everything built, loaded and resumed; config.yaml written only then, so that a run that
+    cannot start leaves nothing behind."""
+    latest = ckpt.latest_checkpoint(out / "checkpoints")
     if latest is not None and not resume:
         raise UserError(f"--out {out}: holds checkpoints already; add --resume to continue or pick another folder")
     resumed = resume and latest is not None
     changes = []
     if resumed and (out / "config.yaml").is_file():
         changes = resume_changes((out / "config.yaml").read_text(), config, str(out / "config.yaml"))
-
-    seed = int(config["seed"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the papers; bitwise resume is promised on CPU only
-    train_set, val_set = datasets if datasets is not None else build_datasets(config)
-    model = build_model(config, train_set.num_classes, progress).to(device)
-    plan = EpochPlan(train_set, int(tcfg["batch_size"]), info.world_size, info.rank, seed,
-                     config["data"].get("class_uniform"), config["data"].get("tile_size", 1024))
-    max_iters = int(tcfg["max_iters"] or tcfg["epochs"] * plan.iters_per_epoch)
-    criterion = loss_from_config(config["loss"], int(getattr(train_set, "ignore_index", 255)))
-    optimizer = hooks.build_optimizer(model, tcfg)
-    ema = EMA(model, tcfg["ema"]["alpha"], tcfg["ema"]["every"]) if tcfg["ema"]["enabled"] else None
-    autocast, use_scaler = autocast_for(device, tcfg["precision"])
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    net = wrap_model(model, info, device, bool(tcfg["sync_bn"]))
-    model = unwrap(net)
-
-    start, best = 0, {"miou": None, "iter": None, "evaluations": 0}
-    if resumed:
-        state = ckpt.load_checkpoint(latest)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if use_scaler and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        start, best = int(state["iteration"]), state["best"]
-        ckpt.set_rng_state(state["rng"])
+    task, tcfg = build_task(settings), settings.train
+    train_set, val_set = datasets if datasets is not None else task.datasets(config)
+    ckpt.seed_everything(settings.seed)  # RegSeg Sec 4.3: seed before the model is built
+    model = task.model(settings, train_set)
+    if settings.model.init:
+        report = init_weights(model, settings.model.init)
         if progress:
-            print(f"resumed from {latest} at iteration {start}/{max_iters}")
+            print(f"model.init: {report.summary()}")
+    model = model.to(device)
+    plan = EpochPlan(train_set, tcfg.batch_size, info.world_size, info.rank, settings.seed, config["data"])
+    optimizer = next((o for h in extra_hooks if (o := h.build_optimizer(model, tcfg)) is not None), None)
+    optimizer = optimizer or build_optimizer(model, tcfg)
+    ema = EMA(model, tcfg.ema.alpha, tcfg.ema.every) if tcfg.ema.enabled else None
+    autocast, use_scaler = autocast_for(device, tcfg.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    net = wrap_model(model, info, device, tcfg.sync_bn)
+    state = TrainState(unwrap(net), optimizer, scaler, ema)
+    max_iters = tcfg.max_iters or tcfg.epochs * plan.iters_per_epoch
+    run = Run(config, settings, task, out, info, device, train_set, val_set, state, net, plan, max_iters,
+              task.criterion(settings, train_set), [LogHook(), EvalHook(), CheckpointHook(), *extra_hooks],
+              progress, resumed, autocast=autocast)
+    if resumed:
+        state.load_state_dict(ckpt.load_checkpoint(latest))
+        if progress:
+            print(f"resumed from {latest} at iteration {state.iteration}/{max_iters}")
             for key, old, new in changes:
                 print(f"resume: {key} {old!r} -> {new!r}")
-    if info.is_main:  # written once the run is set up, so a run that cannot start leaves nothing
+    if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "config.yaml") as tmp:
             Path(tmp).write_text(dump_config(config))
-        ckpt.remove_partial_files(ckpt_dir)
+        ckpt.remove_partial_files(out / "checkpoints")
     barrier(info)
-    log = MetricsLog(out / "metrics.jsonl", info.is_main, start if resume else None)
-    if info.is_main:
-        hooks.on_start(model, start, resumed)
+    run.log = MetricsLog(out / "metrics.jsonl", info.is_main, state.iteration if resume else None)
+    for hook in hooks_for(run):
+        hook.on_start(run)
+    return run
 
-    def record(iteration: int, weights: str, metrics: dict | None = None):
-        return training_record(config, model, train_set, iteration, weights, metrics)
 
-    def save_state(iteration: int) -> Path:
-        state = {"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scaler": scaler.state_dict() if use_scaler else {}, "ema": ema.state_dict() if ema else {},
-                 "best": best, "rng": ckpt.rng_state(), "record": record(iteration, "final").to_json()}
-        path = ckpt.save_checkpoint(ckpt_dir / f"iter_{iteration:07d}.pt", state)
-        ckpt.prune_checkpoints(ckpt_dir, int(tcfg["keep_checkpoints"]))
-        return path
+def hooks_for(run: Run) -> list:
+    return [h for h in run.hooks if run.info.is_main or not h.main_only]
 
-    def eval_model():
-        return ema.module if ema is not None else model
 
-    it = start
-    bar = progress_bar(total=max_iters, initial=start, desc="train", disable=not progress)
-    net.train()
-    window, t0 = [], time.perf_counter()
-    while it < max_iters:
-        epoch, position = divmod(it, plan.iters_per_epoch)
+def step(run: Run, images: torch.Tensor, target: torch.Tensor) -> float:
+    """One optimizer step on a batch: lr schedule (poly with warmup), forward under autocast, the
+    loss over the global batch (NaN anywhere stops every process), backward, optional gradient
+    clipping, optimizer and EMA update. Returns the global loss."""
+    state, tcfg = run.state, run.settings.train
+    run.lr = set_lr(state.optimizer, tcfg.lr, lr_factor(state.iteration, run.max_iters, tcfg.poly_power,
+                                                        tcfg.warmup_iters, tcfg.warmup_factor))
+    with run.autocast:
+        loss = run.criterion(run.net(images), target)
+    global_loss = mean_over_processes(loss, run.info)  # NaN if any process's is
+    if not math.isfinite(global_loss):
+        last = ckpt.latest_checkpoint(run.out / "checkpoints")
+        raise TrainingDiverged(f"loss is {global_loss} at iteration {state.iteration + 1} (epoch {run.epoch}); "
+                               f"training stopped. Last good checkpoint: {last or 'none yet'}. Lower train.lr, "
+                               "enable train.grad_clip or use train.precision=fp32, then --resume.")
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    if tcfg.grad_clip:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), tcfg.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.iteration += 1
+    return global_loss
+
+
+def train_loop(run: Run) -> None:
+    state, plan, tcfg = run.state, run.plan, run.settings.train
+    run.bar = progress_bar(total=run.max_iters, initial=state.iteration, desc="train", disable=not run.progress)
+    run.net.train()
+    while state.iteration < run.max_iters:
+        run.epoch, position = divmod(state.iteration, plan.iters_per_epoch)
         if position == 0:
-            ckpt.seed_everything(seed + epoch)  # RegSeg Sec 4.3: reseed at the start of each epoch
-        items = plan.items(epoch)[position * plan.batch_size:]
-        loader = torch.utils.data.DataLoader(SeededSamples(train_set, items), batch_size=plan.batch_size,
-                                             shuffle=False, num_workers=int(tcfg["num_workers"]),
-                                             pin_memory=device.type == "cuda",
-                                             generator=torch.Generator().manual_seed(seed + epoch))
+            ckpt.seed_everything(run.settings.seed + run.epoch)  # RegSeg Sec 4.3: reseed at each epoch start
+        items = plan.items(run.epoch)[position * plan.batch_size:]
+        loader = torch.utils.data.DataLoader(SeededSamples(run.train_set, items), batch_size=plan.batch_size,
+                                             shuffle=False, num_workers=tcfg.num_workers,
+                                             pin_memory=run.device.type == "cuda",
+                                             generator=torch.Generator().manual_seed(run.settings.seed + run.epoch))
         for images, target in loader:
-            images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            lr = set_lr(optimizer, float(tcfg["lr"]), lr_factor(it, max_iters, tcfg["poly_power"],
-                                                                 int(tcfg["warmup_iters"]), tcfg["warmup_factor"]))
-            with autocast:
-                loss = criterion(net(images), target)
-            global_loss = mean_over_processes(loss, info)  # the global batch's; NaN if any process's is
-            if not math.isfinite(global_loss):
-                last = ckpt.latest_checkpoint(ckpt_dir)
-                raise TrainingDiverged(f"loss is {global_loss} at iteration {it + 1} (epoch {epoch}); training stopped. "
-                                       f"Last good checkpoint: {last or 'none yet'}. Lower train.lr, enable "
-                                       "train.grad_clip or use train.precision=fp32, then --resume.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tcfg["grad_clip"]:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
-            scaler.step(optimizer)
-            scaler.update()
-            it += 1
-            if info.is_main and (it % plan.iters_per_epoch == 0 or it == max_iters):
-                hooks.on_epoch_end(model, epoch, it)
-            if ema is not None:
-                ema.update(model, it)
-            window.append(global_loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{window[-1]:.4f}", lr=f"{lr:.2e}", epoch=epoch)
-            if it % int(tcfg["log_every"]) == 0 or it == max_iters:
-                log.write(iter=it, epoch=epoch, loss=sum(window) / len(window), lr=lr,
-                          sec_per_iter=(time.perf_counter() - t0) / len(window))
-                window, t0 = [], time.perf_counter()
-            if tcfg["eval_every"] and it % int(tcfg["eval_every"]) == 0 and it < max_iters:
-                _periodic_eval(eval_model(), val_set, ecfg, device, info, it, best, log, out, record)
-                net.train()
-            if it % int(tcfg["checkpoint_every"]) == 0 or it == max_iters:
-                if info.is_main:
-                    save_state(it)
-                barrier(info)
-            if it >= max_iters:
+            run.loss = step(run, images.to(run.device, non_blocking=True), target.to(run.device, non_blocking=True))
+            it = state.iteration
+            if it % plan.iters_per_epoch == 0 or it == run.max_iters:
+                for hook in hooks_for(run):
+                    hook.on_epoch_end(run, run.epoch)
+            if state.ema is not None:
+                state.ema.update(state.model, it)
+            for hook in hooks_for(run):
+                hook.after_step(run)
+            if it >= run.max_iters:
                 break
-    bar.close()
-    return _finish(config, out, eval_model(), val_set, ecfg, device, info, it, best, log, progress, record)
+    run.bar.close()
 
 
-def _periodic_eval(model, val_set, ecfg, device, info, it, best, log, out, record) -> None:
-    if info.is_main and val_set is not None:
-        result = evaluate(model, val_set, int(ecfg["batch_size"]), ecfg["shorter_side"], device, desc=f"eval@{it}")
-        log.write(iter=it, split=ecfg["split"], val_miou=result["miou"], val_pixel_accuracy=result["pixel_accuracy"])
-        best["evaluations"] += 1
-        if ecfg["select"] == "best" and (best["miou"] is None or result["miou"] > best["miou"]):
-            best.update(miou=result["miou"], iter=it)
-            metrics = {ecfg["split"]: scores(result, f"best of periodic evaluations on {ecfg['split']}")}
-            save_weights(out / "model_best.safetensors", model, record(it, "best", metrics))
-    barrier(info)
-
-
-def scores(result: dict, label: str) -> dict:
-    """The headline numbers of an evaluation, as a weights record keeps them."""
-    return {"miou": result["miou"], "pixel_accuracy": result["pixel_accuracy"], "label": label}
-
-
-def _finish(config, out, model, val_set, ecfg, device, info, it, best, log, progress, record) -> dict:
-    """Final weights, their evaluation, the curves and a prediction picture (main process)."""
-    summary = {"iterations": it, "weights": str(out / "model.safetensors")}
-    if info.is_main:
-        weights = "ema" if config["train"]["ema"]["enabled"] else "final"
+def finish(run: Run) -> dict:
+    """Final weights with their record and evaluation, the curves and (segmentation) a
+    prediction picture (main process)."""
+    state, ecfg, task = run.state, run.settings.eval, run.task
+    summary = {"iterations": state.iteration, "weights": str(run.out / "model.safetensors")}
+    run.precise_batchnorm()
+    if run.info.is_main:
+        weights = "ema" if run.settings.train.ema.enabled else "final"
         metrics = {}
-        if val_set is not None:
-            result = evaluate(model, val_set, int(ecfg["batch_size"]), ecfg["shorter_side"], device,
-                              progress=progress, desc="final eval")
-            result.update(weights=f"{weights} weights after {it} iterations", split=ecfg["split"])
-            write_json(out / f"eval_{ecfg['split']}.json", result)
-            log.write(iter=it, split=ecfg["split"], val_miou=result["miou"],
-                      val_pixel_accuracy=result["pixel_accuracy"], final=True)
-            summary.update(miou=result["miou"], pixel_accuracy=result["pixel_accuracy"])
-            metrics[ecfg["split"]] = scores(result, result["weights"])
-            if progress:
-                print(format_table(result, f"{ecfg['split']}: {weights} weights after {it} iterations"))
-            if ecfg["select"] == "best" and best["miou"] is not None:
-                summary["best"] = {"miou": best["miou"], "iter": best["iter"], "label":
-                                   f"best of {best['evaluations']} evaluations on {ecfg['split']} (selected on the evaluation set)"}
-                write_json(out / "best.json", summary["best"])
-        save_weights(out / "model.safetensors", model, record(it, weights, metrics))
+        if run.val_set is not None:
+            label = f"{weights} weights after {state.iteration} iterations"
+            result = run.evaluate("final eval", run.progress)
+            result.update(weights=label, split=ecfg.split)
+            write_json(run.out / f"eval_{ecfg.split}.json", result)
+            scores = task.scores(result)
+            run.log.write(iter=state.iteration, split=ecfg.split, final=True, **{f"val_{k}": v for k, v in scores.items()})
+            summary.update(scores)
+            metrics[ecfg.split] = {**scores, "label": label}
+            if run.progress:
+                print(task.table(result, f"{ecfg.split}: {label}"))
+            if ecfg.select == "best" and state.best["score"] is not None:
+                summary["best"] = {task.metric: state.best["score"], "iter": state.best["iter"], "label":
+                                   f"best of {state.best['evaluations']} evaluations on {ecfg.split} "
+                                   "(selected on the evaluation set)"}
+                write_json(run.out / "best.json", summary["best"])
+        run.save_weights("model.safetensors", weights, metrics)
         try:
-            from .plots import plot_curves, plot_prediction
-
-            plot_curves(out / "metrics.jsonl", out / "curves.png")
-            if val_set is not None:
-                plot_prediction(model, val_set, out / "prediction.png", device, ecfg["shorter_side"])
+            task.pictures(run.out, state.eval_model, run.val_set, run.device, run.settings)
         except ImportError as exc:  # matplotlib is the optional extra atrous[plots]
             print(f"no curves.png/prediction.png: {exc}; install matplotlib (pip install 'atrous[plots]')")
-    barrier(info)
+    barrier(run.info)
     return summary

@@ -95,10 +95,12 @@ class DSNet(SegmentationModel):
     """
 
     classifier_key = "head.classifier.weight"
-    parts = {"encoder": ("stem.", "layer1.", "layer2.", "skip.", "context3.", "context4.", "context5.",
+    # the backbone the paper pretrains on ImageNet (Sec 3.2): both branches and their fusions;
+    # the 1/4 skip block, SPASPP and the heads are the decoder
+    parts = {"encoder": ("stem.", "layer1.", "layer2.", "context3.", "context4.", "context5.",
                          "spatial3.", "spatial4.", "spatial5.", "proj3.", "proj4.", "proj5.",
                          "fusion3.", "fusion4.", "fusion5."),
-             "decoder": ("spaspp.", "up.", "head.", "aux_p.", "aux_d.")}
+             "decoder": ("skip.", "spaspp.", "up.", "head.", "aux_p.", "aux_d.")}
 
     training_only = ("aux_p", "aux_d")
 
@@ -135,10 +137,10 @@ class DSNet(SegmentationModel):
         else:
             self.aux_p = self.aux_d = None
 
-    def forward_logits(self, x: torch.Tensor):
-        size = x.shape[-2:]
+    def backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The two branches and their three MSAF fusions (Fig. 2): the 1/4 map, the fused 1/8 map
+        (before SPASPP) and the two fusions the training heads read."""
         x4 = self.layer1(self.stem(x))
-        skip = self.skip(x4)
         x8 = F.relu(self.layer2(F.relu(x4)))
         context = self.context3(x8)
         spatial = self.fusion3(self.spatial3(x8), self.proj3(context))
@@ -148,7 +150,17 @@ class DSNet(SegmentationModel):
         aux_d = spatial
         context = F.relu(self.context5(context))
         spatial = self.spatial5(F.relu(spatial))
-        y = F.relu(self.fusion5(spatial, self.proj5(context)))
+        return x4, F.relu(self.fusion5(spatial, self.proj5(context))), aux_p, aux_d
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused 1/8 map before SPASPP: the backbone the paper pretrains on ImageNet (Sec 3.2,
+        Table 1)."""
+        return self.backbone(x)[1]
+
+    def forward_logits(self, x: torch.Tensor):
+        size = x.shape[-2:]
+        x4, y, aux_p, aux_d = self.backbone(x)
+        skip = self.skip(x4)
         y = self.up(self.spaspp(y))
         y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
         y = crop_to(y, skip.shape[-2:])  # odd 1/4 sizes: crop the x2 upsampling

@@ -150,6 +150,10 @@ class DWRSeg(SegmentationModel):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         return resize_to(self.decoder(*self.backbone(x)), x.shape[-2:])
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's 1/32 map (what ImageNet pretraining classifies)."""
+        return self.backbone(x)[-1]
+
     def fov_path(self) -> list[FovStep]:
         return self.backbone.fov_path()
 

@@ -166,6 +166,14 @@ class FASSDNet(SegmentationModel):
         logits = resize_to(logits, (out_h, out_w), align_corners=True)
         return crop_to(logits, (h, w))
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """HarDNet-68's last map (FASSD-Net Sec III-A: the encoder is HarDNet-68's, pretrained on
+        ImageNet): the stem and the four stages, without DAPF."""
+        x = self.stem(x)
+        for stage in self.encoder:
+            x, _ = stage(x)
+        return x
+
     def fov_path(self) -> list[FovStep]:
         steps = [FovStep(f"stem.{i}", 3, s) for i, s in enumerate(self.stem_strides)]
         for i, stage in enumerate(self.encoder):

@@ -122,6 +122,11 @@ class RegSeg(SegmentationModel):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         return resize_to(self.decoder(*self.backbone(x)), x.shape[-2:])
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's 1/16 map (what ImageNet pretraining classifies; the paper itself trains
+        from scratch, Sec 4.2)."""
+        return self.backbone(x)[-1]
+
     def fov_path(self) -> list[FovStep]:
         return self.backbone.fov_path()
 

@@ -37,4 +37,4 @@ RULES = [
 ]
 
 
-KEYMAP = KeyMap("fassdnet", "github.com/GibranBenitez/FASSD-Net", tuple(RULES))
+KEYMAP = KeyMap("fassdnet", "github.com/GibranBenitez/FASSD-Net", tuple(RULES), imagenet_prefix="base.")

@@ -18,7 +18,8 @@ from ..errors import MissingFile, UserError
 from ..engine import build_optimizer
 from ..engine.config import (DEFAULTS, RECIPES, apply_overrides, check_config, dump_config, merge,
                              read_recipe, recipe_path)
-from ..engine.trainer import TrainHooks, train
+from ..engine.hooks import Hook
+from ..engine.trainer import train
 from ..models import create_model
 from ..utils import atomic_path
 from .log import RateLog
@@ -62,9 +63,11 @@ def load_search_config(recipe, overrides: Iterable[str] = ()) -> tuple[dict, dic
     return config, search["search"]
 
 
-class SearchHooks(TrainHooks):
+class SearchHooks(Hook):
     """Rates in their own optimizer group (own lr via ``lr_scale``, own weight decay) and one
-    :class:`RateLog` entry per epoch."""
+    :class:`RateLog` entry per epoch (main process)."""
+
+    main_only = True
 
     def __init__(self, out: Path, train_cfg: dict, search_cfg: dict):
         self.out, self.search_cfg = out, search_cfg
@@ -74,26 +77,27 @@ class SearchHooks(TrainHooks):
         self.log: RateLog | None = None
         self.rates: list[tuple[float, ...]] | None = None
 
-    def build_optimizer(self, model: nn.Module, train_cfg: dict):
+    def build_optimizer(self, model: nn.Module, train):
         """The trainer's optimizer (atrous.engine.optim), with the rates moved to a group of their own."""
         rates = rate_parameters(model)
         taken = {id(p) for p in rates}
-        optimizer = build_optimizer(model, train_cfg)
+        optimizer = build_optimizer(model, train)
         for group in optimizer.param_groups:
             group["params"] = [p for p in group["params"] if id(p) not in taken]
         optimizer.add_param_group({"params": rates, "weight_decay": float(self.search_cfg["weight_decay"]),
                                    "lr_scale": self.lr_scale})
         return optimizer
 
-    def on_start(self, model: nn.Module, iteration: int, resumed: bool) -> None:
+    def on_start(self, run) -> None:
+        model = run.state.model
         names = [name for name, _ in model.searched_convs()]
-        self.log = RateLog(self.out, names, iteration if resumed else None)
-        if not resumed:
+        self.log = RateLog(self.out, names, run.state.iteration if run.resumed else None)
+        if not run.resumed:
             self.log.record(0, 0, model.rates(), fov_of(model))
 
-    def on_epoch_end(self, model: nn.Module, epoch: int, iteration: int) -> None:
-        self.rates = model.rates()
-        self.log.record(epoch + 1, iteration, self.rates, fov_of(model))
+    def on_epoch_end(self, run, epoch: int) -> None:
+        self.rates = run.state.model.rates()
+        self.log.record(epoch + 1, run.state.iteration, self.rates, fov_of(run.state.model))
 
 
 def rate_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -126,16 +126,16 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str 
 
 def to_model_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` in atrous' layout: as it is when its keys are ours, else converted by the
-    family's official key map (whichever covers more of the model's keys)."""
+    family's official key map (the reading that covers most of the model's keys: the authors'
+    segmentation checkpoint, or their ImageNet encoder file)."""
     from ..models import get_entry
 
     keymap = get_entry(model.variant).official if getattr(model, "variant", None) else None
     if keymap is None:
         return dict(state)
     own = model.state_dict()
-    converted = keymap.convert(state)
-    direct_hits = sum(k in own for k in state)
-    return converted if sum(k in own for k in converted) > direct_hits else dict(state)
+    readings = [dict(state), *keymap.layouts(state)]
+    return max(readings, key=lambda reading: sum(k in own for k in reading))  # ties: as it is
 
 
 # --------------------------------------------------------------------------- whole models
@@ -158,7 +158,7 @@ def load(weights, model: str | None = None, **overrides) -> nn.Module:
     checkpoint, or the authors' checkpoint (give ``model``; the class count is read from the
     classifier). ``model``, when given, must agree with the record. ``overrides`` are constructor
     options for files without a record."""
-    from ..models import create_model, get_entry
+    from ..models import get_entry
 
     source = _source(weights)
     file = open_weights(weights, model)
@@ -166,7 +166,7 @@ def load(weights, model: str | None = None, **overrides) -> nn.Module:
     if record is not None:
         if model is not None and get_entry(model) is not get_entry(record.model):
             raise WeightsError(f"{source}: holds weights of {record.model!r}, not {model!r}")
-        net = create_model(record.model, num_classes=record.num_classes, **record.options)
+        net = build_from_record(record)
         state = file.state
     else:
         if model is None:
@@ -176,6 +176,18 @@ def load(weights, model: str | None = None, **overrides) -> nn.Module:
     load_state(net, state, source)
     net.record = record or default_record(net, file)
     return net.eval()
+
+
+def build_from_record(record: WeightsRecord) -> nn.Module:
+    """The network a record describes: the segmentation model, or for a pretraining file
+    (``task: classification``) its encoder with the classification head."""
+    from ..models import create_model
+
+    if record.task == "classification":
+        from ..models.classifier import EncoderClassifier
+
+        return EncoderClassifier(record.model, record.num_classes, **record.options)
+    return create_model(record.model, num_classes=record.num_classes, **record.options)
 
 
 def _build_for_state(name: str, state, source: str, overrides: dict):

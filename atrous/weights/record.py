@@ -64,6 +64,7 @@ class WeightsRecord:
     model: str
     num_classes: int
     options: Mapping[str, Any] = field(default_factory=dict)  # constructor overrides of the config
+    task: str = "segmentation"  # or "classification": an encoder pretrained with a classification head
     classes: tuple[str, ...] = ()
     palette: tuple[tuple[int, int, int], ...] = ()
     normalization: Normalization = field(default_factory=Normalization)
