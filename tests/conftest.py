@@ -3,8 +3,10 @@ repository root. Tests that need it skip where it is absent, except in CI (the e
 ``CI`` set, as by .ci/run), where a missing ../shared fails them: CI must not pass by skipping."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,16 @@ def shared(*parts: str) -> Path:
                         f"(papers, reference fixtures, CamVid); unset CI to skip these tests instead", pytrace=False)
         pytest.skip(f"{path} is absent")
     return path
+
+
+def import_script(relative: str):
+    """A script of the repository (e.g. ``benchmarks/gpu_check.py``) imported as a module."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def reference(name: str) -> Path:
