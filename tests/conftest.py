@@ -1,8 +1,12 @@
 """Shared test helpers: ../shared (papers, reference fixtures, CamVid) is found from the
-repository root; tests that need it skip only where it is absent."""
+repository root. Tests that need it skip where it is absent, except in CI (the environment variable
+``CI`` set, as by .ci/run), where a missing ../shared fails them: CI must not pass by skipping."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +19,34 @@ REFERENCE = SHARED / "reference"
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def reference(name: str) -> Path:
-    path = REFERENCE / name
-    if not path.is_dir():
+def in_ci() -> bool:
+    """Whether the tests run in CI: ``CI`` set to anything but empty, 0, false or no."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def shared(*parts: str) -> Path:
+    """``../shared/PARTS``; where it is absent the test skips, or fails in CI."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        if in_ci():
+            pytest.fail(f"{path} is absent: CI (CI={os.environ['CI']!r}) needs ../shared beside the repository "
+                        f"(papers, reference fixtures, CamVid); unset CI to skip these tests instead", pytrace=False)
         pytest.skip(f"{path} is absent")
     return path
+
+
+def import_script(relative: str):
+    """A script of the repository (e.g. ``benchmarks/gpu_check.py``) imported as a module."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def reference(name: str) -> Path:
+    return shared("reference", name)
 
 
 def load_fixture(name: str, file: str = "fixture.pt"):

@@ -6,9 +6,7 @@ import pytest
 import torch
 
 from atrous.data import CLASS_NAMES, PALETTES, build_dataset, palette_for
-from conftest import SHARED
-
-CAMVID = SHARED / "data" / "camvid"
+from conftest import shared
 
 
 def test_class_tables():
@@ -43,9 +41,8 @@ def test_unknown_data_key_names_it():
         build_dataset({"dataset": "toy", "transforms": {"train": {"flip": 0.5}}}, "train", train=True)
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"{CAMVID} is absent")
 def test_real_camvid_segnet_layout():
-    ds = build_dataset({"dataset": "camvid", "root": str(CAMVID)}, "val", train=False)
+    ds = build_dataset({"dataset": "camvid", "root": str(shared("data", "camvid"))}, "val", train=False)
     assert len(ds) == 101 and ds.files == sorted(ds.files)
     image, mask = ds.load(0)
     assert image.size == (480, 360) and mask.shape == (360, 480)
@@ -54,12 +51,11 @@ def test_real_camvid_segnet_layout():
     assert x.shape == (3, 360, 480) and y.shape == (360, 480)
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"{CAMVID} is absent")
 @pytest.mark.filterwarnings("ignore:.*never occur")  # 4 frames lack fence and bicyclist
 def test_real_camvid_class_uniform_crops_show_the_class():
     from atrous.data import ClassUniformSampler
 
-    spec = {"dataset": "camvid", "root": str(CAMVID),
+    spec = {"dataset": "camvid", "root": str(shared("data", "camvid")),
             "transforms": {"train": {"scale": {"shorter_side": [288, 720]}, "crop": [128, 128], "hflip": 0.5,
                                      "randaug": {"num_ops": 2, "magnitude": 0.2}}}}
     ds = build_dataset(spec, "train", train=True)
