@@ -203,3 +203,17 @@ def test_eval_of_an_onnx_file_matches_pytorch_and_checks_its_shape(recipe, tmp_p
     export_onnx(model, tmp_path / "small.onnx", (32, 32))  # static 32x32: the 64x64 toy images are refused
     assert main(["eval", str(recipe), "--weights", str(tmp_path / "small.onnx")]) == 2
     assert "small.onnx" in capsys.readouterr().err
+
+
+def test_precise_batchnorm_changes_statistics_not_weights(recipe, tmp_path):
+    from atrous.weights import read_weights_file
+
+    runs = {}
+    for batches in (0, 2):
+        out = tmp_path / f"precise{batches}"
+        train(load_config(recipe, ["train.max_iters=4", f"train.precise_bn.batches={batches}"]), out, progress=False)
+        runs[batches] = read_weights_file(out / "model.safetensors").state
+    stats = [k for k in runs[0] if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in runs[0] if k.endswith("weight")]
+    assert all(torch.equal(runs[0][k], runs[2][k]) for k in weights)
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in stats)
