@@ -126,25 +126,30 @@ def cmd_search(args) -> None:
           f"  or add to another recipe:  --set model.options.dilations=[{dilations}]")
 # --------------------------------------------------------------------------- deploy (issue 6)
 def cmd_bench(args) -> None:
-    from .deploy.benchmark import BACKENDS, benchmark, format_results
-
+    from .deploy.backends import parse_backend
+    from .deploy.benchmark import BACKENDS, FP32_BACKENDS, benchmark, format_results
     from .deploy.speed_table import bench_all
 
-    default = ",".join(BACKENDS) if args.all else "eager"
+    default = ",".join(FP32_BACKENDS + ("int8",)) if args.all else "eager"
     backends = [b.strip() for b in (args.backend or default).split(",") if b.strip()]
     for b in backends:
-        if b not in BACKENDS:
-            raise ValueError(f"--backend: {b!r} is unknown; expected one of {', '.join(BACKENDS)} (comma-separated)")
+        try:
+            parse_backend(b)
+        except ValueError as exc:
+            raise ValueError(f"--backend: {exc} (comma-separated; any of {', '.join(BACKENDS)})") from None
+    if args.shared_load < 0:
+        raise ValueError(f"--shared-load: expected a number of busy processes >= 0, got {args.shared_load}")
     if args.all:  # CPU table: 6 backends x 2 sizes x every model, so fewer iterations by default
         print(bench_all(args.models or None, args.sizes, backends, threads=args.threads or 2,
                         warmup=3 if args.warmup is None else args.warmup,
-                        iters=20 if args.iters is None else args.iters, out=args.out))
+                        iters=20 if args.iters is None else args.iters, out=args.out,
+                        competing_load=args.shared_load))
         return
     if not args.name:
         raise ValueError("bench: give a model NAME or --all")
     results = benchmark(args.name, backends, args.size, args.batch, args.device, args.amp, args.threads,
                         10 if args.warmup is None else args.warmup, 100 if args.iters is None else args.iters,
-                        weights=args.weights)
+                        weights=args.weights, competing_load=args.shared_load)
     print(format_results(results))
 
 
@@ -254,13 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--backend", default=None,
-                   help="eager|fused|compile|onnxruntime|onnxruntime-opt|int8, or several comma-separated "
-                   "(timed interleaved)")
+                   help="eager|fused|compile|torch-bf16|torch-bf16-compile|onnxruntime|onnxruntime-opt|int8|"
+                   "openvino|openvino-bf16|openvino-int8, or several comma-separated (timed interleaved); "
+                   "+nospin (ONNX Runtime) / +nopin (OpenVINO) set session options, e.g. int8+nospin")
     p.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA, bfloat16 on CPU")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (PyTorch and ONNX Runtime)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations (protocol: 10; --all: 3)")
     p.add_argument("--iters", type=int, default=None, help="timed iterations (protocol: 100; --all: 20)")
     p.add_argument("--weights", default=None, help="optional weights (speed does not depend on them)")
+    p.add_argument("--shared-load", type=int, default=0, metavar="N",
+                   help="time while N busy processes run on this machine (started and stopped by the bench)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="ONNX export, checked against PyTorch with ONNX Runtime")
