@@ -44,7 +44,8 @@ DEFAULTS: dict[str, Any] = {
         "warmup_iters": 0,
         "warmup_factor": 0.1,  # linear warmup from warmup_factor * lr to lr
         "grad_clip": None,  # max global gradient norm, or null
-        "precision": "auto",  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+        "precision": "auto",  # auto (fp16 on CUDA, bf16 on a CPU with bf16 units, else fp32) | fp32 | fp16 | bf16
+        "channels_last": "auto",  # auto (on with bf16/fp16, off in fp32) | true | false
         "ema": {"enabled": False, "alpha": 0.0031, "every": 32},  # RegSeg Sec 4.2
         "log_every": 10,
         "checkpoint_every": 500,
@@ -173,6 +174,8 @@ def check_config(config: dict) -> None:
             raise ValueError(f"train.{key}: expected a positive integer, got {value!r}")
     if train["precision"] not in ("auto", "fp32", "fp16", "bf16"):
         raise ValueError(f"train.precision: expected auto, fp32, fp16 or bf16, got {train['precision']!r}")
+    if train["channels_last"] not in ("auto", True, False):
+        raise ValueError(f"train.channels_last: expected auto, true or false, got {train['channels_last']!r}")
     if config["eval"]["select"] not in ("final", "best"):
         raise ValueError(f"eval.select: expected final or best, got {config['eval']['select']!r}")
     if not isinstance(config["data"], dict) or "dataset" not in config["data"]:

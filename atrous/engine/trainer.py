@@ -116,16 +116,37 @@ class SeededSamples(torch.utils.data.Dataset):
             ckpt.set_rng_state(saved)
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``train.precision: auto``: fp16 on CUDA; bf16 on a CPU with bf16 matrix units (AMX-BF16 or
+    AVX512-BF16, :mod:`atrous.deploy.machine`), where bf16 autocast trains faster; fp32 on any
+    other CPU (without the units oneDNN emulates bf16). Other values are returned as given."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    from ..deploy.machine import cpu_info
+
+    return "bf16" if device.type == "cpu" and cpu_info().bf16_hardware else "fp32"
+
+
 def autocast_for(device: torch.device, precision: str):
     """(autocast context, whether a GradScaler is needed) for ``train.precision``."""
-    if precision == "auto":
-        precision = "fp16" if device.type == "cuda" else "fp32"
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return nullcontext(), False
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision: fp16 needs CUDA; use bf16 or fp32 on CPU")
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype), precision == "fp16"
+
+
+def use_channels_last(device: torch.device, setting, precision: str) -> bool:
+    """``train.channels_last``: true / false, or auto: on when training in bf16 or fp16 (oneDNN's
+    AMX/AVX512-BF16 and cuDNN's tensor-core kernels work in channels_last), off in fp32, so that an
+    fp32 run trains exactly as before."""
+    if setting == "auto":
+        return resolve_precision(device, precision) in ("bf16", "fp16")
+    return bool(setting)
 
 
 class MetricsLog:
@@ -194,6 +215,9 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
         torch.backends.cudnn.benchmark = True  # as the papers; bitwise resume is promised on CPU only
     train_set, val_set = datasets if datasets is not None else build_datasets(config)
     model = build_model(config, train_set.num_classes).to(device)
+    channels_last = use_channels_last(device, tcfg["channels_last"], tcfg["precision"])
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     plan = EpochPlan(train_set, int(tcfg["batch_size"]), info.world_size, info.rank, seed,
                      config["data"].get("class_uniform"), config["data"].get("tile_size", 1024))
     max_iters = int(tcfg["max_iters"] or tcfg["epochs"] * plan.iters_per_epoch)
@@ -248,6 +272,8 @@ def _train(config, out, resume, progress, datasets, tcfg, ecfg, device, info, ho
                                              generator=torch.Generator().manual_seed(seed + epoch))
         for images, target in loader:
             images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             lr = set_lr(optimizer, float(tcfg["lr"]), lr_factor(it, max_iters, tcfg["poly_power"],
                                                                  int(tcfg["warmup_iters"]), tcfg["warmup_factor"]))
             with autocast:
