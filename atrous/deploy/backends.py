@@ -159,6 +159,7 @@ class OpenVinoPredictor(Predictor):
         import openvino as ov
 
         super().__init__(**info)
+        self.ov_model, self.config = ov_model, dict(config)  # kept to compile again (benchmarks/ov_profile.py)
         self.compiled = ov.Core().compile_model(ov_model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what OpenVINO resolved, e.g. bf16
