@@ -192,7 +192,9 @@ def time_steps(steps: dict, batches, per_round: int, rounds: int, warmup: int = 
 
 
 def data_seconds(config: dict, count: int) -> float:
-    """Seconds per batch of the trainer's data loading (its DataLoader and ``train.num_workers``)."""
+    """Seconds per batch of the trainer's data loading (its DataLoader and ``train.num_workers``),
+    in the steady state: the batches are loaded once untimed first, so the files are in the page
+    cache as they are after the first epoch (a cold first read was 5x slower here)."""
     from atrous.engine.trainer import EpochPlan, SeededSamples, build_datasets
 
     train_set, _ = build_datasets(config, need_val=False)
@@ -200,6 +202,8 @@ def data_seconds(config: dict, count: int) -> float:
     plan = EpochPlan(train_set, batch, 1, 0, int(config["seed"]))
     loader = torch.utils.data.DataLoader(SeededSamples(train_set, plan.items(0)[: batch * (count + 1)]),
                                          batch_size=batch, num_workers=int(config["train"]["num_workers"]))
+    for _ in loader:  # warm the page cache
+        pass
     it = iter(loader)
     next(it)  # workers started, first batch
     start = time.perf_counter()
