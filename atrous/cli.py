@@ -127,7 +127,7 @@ def cmd_search(args) -> None:
 # --------------------------------------------------------------------------- deploy (issue 6)
 def cmd_bench(args) -> None:
     from .deploy.backends import parse_backend
-    from .deploy.benchmark import BACKENDS, FP32_BACKENDS, benchmark, format_results
+    from .deploy.benchmark import FP32_BACKENDS, benchmark, format_results
     from .deploy.speed_table import bench_all
 
     default = ",".join(FP32_BACKENDS + ("int8",)) if args.all else "eager"
@@ -136,7 +136,7 @@ def cmd_bench(args) -> None:
         try:
             parse_backend(b)
         except ValueError as exc:
-            raise ValueError(f"--backend: {exc} (comma-separated; any of {', '.join(BACKENDS)})") from None
+            raise ValueError(f"--backend: {exc}") from None
     if args.shared_load < 0:
         raise ValueError(f"--shared-load: expected a number of busy processes >= 0, got {args.shared_load}")
     if args.all:  # CPU table: 6 backends x 2 sizes x every model, so fewer iterations by default
