@@ -134,24 +134,30 @@ def cmd_search(args) -> None:
 
 # --------------------------------------------------------------------------- deploy
 def cmd_bench(args) -> None:
-    from .deploy.benchmark import BACKENDS, benchmark, format_results
+    from .deploy.backends import parse_backend
+    from .deploy.benchmark import FP32_BACKENDS, benchmark, format_results
     from .deploy.speed_table import bench_all
 
-    default = ",".join(BACKENDS) if args.all else "eager"
+    default = ",".join(FP32_BACKENDS + ("int8",)) if args.all else "eager"
     backends = [b.strip() for b in (args.backend or default).split(",") if b.strip()]
     for b in backends:
-        if b not in BACKENDS:
-            raise_user(f"--backend: {b!r} is unknown; expected one of {', '.join(BACKENDS)} (comma-separated)")
+        try:
+            parse_backend(b)
+        except ValueError as exc:
+            raise_user(f"--backend: {exc}")
+    if args.shared_load < 0:
+        raise_user(f"--shared-load: expected a number of busy processes >= 0, got {args.shared_load}")
     if args.all:  # CPU table: 6 backends x 2 sizes x every model, so fewer iterations by default
         print(bench_all(args.models or None, args.sizes, backends, threads=args.threads or 2,
                         warmup=3 if args.warmup is None else args.warmup,
-                        iters=20 if args.iters is None else args.iters, out=args.out))
+                        iters=20 if args.iters is None else args.iters, out=args.out,
+                        competing_load=args.shared_load))
         return
     if not args.model:
         raise_user("bench: give a MODEL (name or weights file) or --all")
     results = benchmark(args.model, backends, args.size, args.batch, args.device, args.amp, args.threads,
                         10 if args.warmup is None else args.warmup, 100 if args.iters is None else args.iters,
-                        weights=args.weights, num_classes=args.num_classes)
+                        weights=args.weights, num_classes=args.num_classes, competing_load=args.shared_load)
     print(format_results(results))
 
 
@@ -280,13 +286,16 @@ def add_deploy_commands(sub) -> None:
     p.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
     p.add_argument("--backend", default=None,
-                   help="eager|fused|compile|onnxruntime|onnxruntime-opt|int8, or several comma-separated "
-                   "(timed interleaved)")
+                   help="eager|fused|compile|torch-bf16|torch-bf16-compile|onnxruntime|onnxruntime-opt|int8|"
+                   "openvino|openvino-bf16|openvino-int8, or several comma-separated (timed interleaved); "
+                   "+nospin (ONNX Runtime) / +nopin (OpenVINO) set session options, e.g. int8+nospin")
     p.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA, bfloat16 on CPU")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (PyTorch and ONNX Runtime)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations (protocol: 10; --all: 3)")
     p.add_argument("--iters", type=int, default=None, help="timed iterations (protocol: 100; --all: 20)")
     p.add_argument("--num-classes", type=int, default=None, help="class count of an untrained MODEL name")
+    p.add_argument("--shared-load", type=int, default=0, metavar="N",
+                   help="time while N busy processes run on this machine (started and stopped by the bench)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="ONNX export (with the weights record), checked against PyTorch")

@@ -78,15 +78,28 @@ def optimized_onnx_bytes(model: nn.Module, size: Sequence[int] = (512, 1024), ba
     return data if dynamic else simplify_static(data)
 
 
+# Session settings of the predict/eval paths (``OnnxModel``), chosen to hold up when other work
+# shares the CPU (docs/benchmarks.md, shared-CPU table): ONNX Runtime's worker threads otherwise
+# spin for some 20-50 ms after each run and fight the other processes for the cores. The benchmark
+# keeps ONNX Runtime's defaults (spinning on) so that its tables stay comparable with earlier ones;
+# its ``+nospin`` backends time these settings.
+SHARED_CPU_SPINNING = False
+
+
 def ort_session(model_bytes_or_path, threads: int | None = None, optimization: str = "default",
-                device: str = "cpu"):
+                device: str = "cpu", spinning: bool | None = None):
     """An ONNX Runtime session. ``optimization`` is ``"default"`` (ORT's own defaults, i.e. all
-    graph optimizations) or ``"disable"``; ``threads`` sets ``intra_op_num_threads``."""
+    graph optimizations) or ``"disable"``; ``threads`` sets ``intra_op_num_threads``;
+    ``spinning`` sets ``session.intra_op.allow_spinning`` and ``session.inter_op.allow_spinning``
+    (None: ONNX Runtime's default, which spins)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = int(threads)
+    if spinning is not None:
+        for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+            options.add_session_config_entry(key, "1" if spinning else "0")
     if optimization == "disable":
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     elif optimization != "default":
@@ -182,7 +195,8 @@ class OnnxModel(nn.Module):
     error naming the file when given another shape (export with ``--dynamic``, or ``--size`` equal
     to the evaluation size)."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+                 spinning: bool | None = SHARED_CPU_SPINNING):
         super().__init__()
         from ..errors import MissingFile, WeightsError
         from ..weights import WeightsRecord
@@ -191,7 +205,7 @@ class OnnxModel(nn.Module):
             raise MissingFile(f"ONNX model {path}: no such file")
         self.path = str(path)
         try:
-            self.session = ort_session(self.path, threads)
+            self.session = ort_session(self.path, threads, spinning=spinning)
         except Exception as exc:  # onnxruntime raises its own types for a file it cannot parse
             if type(exc).__module__.startswith("onnxruntime"):
                 raise WeightsError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0]})") from None

@@ -14,19 +14,42 @@ import shlex
 import sys
 from typing import Sequence
 
-from .benchmark import FP32_BACKENDS, BenchResult, benchmark, machine_summary, set_threads
+from .benchmark import FP32_BACKENDS, BenchResult, benchmark, set_threads
+from .machine import machine_summary
 
 BEGIN = "<!-- atrous bench --all: begin (generated; edit the script, not this table) -->"
 END = "<!-- atrous bench --all: end -->"
+# The table under a competing load (atrous bench --all --shared-load N) has its own markers.
+SHARED_BEGIN = "<!-- atrous bench --all --shared-load: begin (generated; edit the script, not this table) -->"
+SHARED_END = "<!-- atrous bench --all --shared-load: end -->"
 TARGET_SPEEDUP = 1.3
+# Issue 14: reduced precision against the best fp32 path, on a CPU with AMX.
+PRECISION_TARGETS = {"bf16": 2.0, "int8": 3.0}
 # Trained, then rounded into plain ``regseg`` (atrous search): its inference speed is regseg's.
 SEARCH_ONLY = ("regseg_search",)
-OUR_FP32 = ("fused", "compile", "onnxruntime-opt")
+OUR_FP32 = ("fused", "compile", "onnxruntime-opt", "openvino")
 
 
 def best_fp32(results: Sequence[BenchResult]) -> BenchResult | None:
-    ours = [r for r in results if r.backend in OUR_FP32]
+    ours = [r for r in results if r.backend.split("+")[0] in OUR_FP32 and r.matmul_precision == "fp32"]
     return min(ours, key=lambda r: r.ms_per_image) if ours else None
+
+
+def precision_speedups(results: Sequence[BenchResult]) -> str:
+    """``"bf16 2.10x (openvino-bf16, yes), int8 3.05x (openvino-int8, yes)"``: the fastest path of
+    each reduced precision against the best fp32 path, and whether it meets
+    :data:`PRECISION_TARGETS`; fallbacks (rows that ran fp32) do not count."""
+    best = best_fp32(results)
+    if best is None:
+        return "-"
+    parts = []
+    for precision, target in PRECISION_TARGETS.items():
+        rows = [r for r in results if r.matmul_precision == precision]
+        if rows:
+            fastest = min(rows, key=lambda r: r.ms_per_image)
+            ratio = best.ms_per_image / fastest.ms_per_image
+            parts.append(f"{precision} {ratio:.2f}x ({fastest.backend}, {'yes' if ratio >= target else 'no'})")
+    return ", ".join(parts) or "-"
 
 
 def verdict(results: Sequence[BenchResult]) -> tuple[str, str]:
@@ -50,10 +73,11 @@ def verdict(results: Sequence[BenchResult]) -> tuple[str, str]:
 
 
 def run_all(models: Sequence[str], sizes: Sequence[tuple[int, int]], backends: Sequence[str],
-            threads: int = 2, warmup: int = 10, iters: int = 100, rounds: int = 4, progress: bool = True):
+            threads: int = 2, warmup: int = 10, iters: int = 100, rounds: int = 4, progress: bool = True,
+            competing_load: int = 0):
     """Benchmark every model at every size on CPU; returns ``(rows, threads)`` where rows are
-    ``(model, params, {size: [BenchResult...]})``. Each size's matmul reference rate is timed
-    interleaved with its backends."""
+    ``(model, params, {size: [BenchResult...]})``. Each size's matmul reference rates are timed
+    interleaved with its backends; ``competing_load`` busy processes run during each timing."""
     from ..analysis import count_params
     from ..models import create_model
 
@@ -63,7 +87,7 @@ def run_all(models: Sequence[str], sizes: Sequence[tuple[int, int]], backends: S
         per_size = {}
         for size in sizes:
             per_size[size] = benchmark(name, backends, size, 1, "cpu", False, threads, warmup, iters, rounds,
-                                       progress=progress)
+                                       progress=progress, competing_load=competing_load)
             if progress:
                 print(format_line(per_size[size]), flush=True)
         rows.append((name, count_params(create_model(name)), per_size))
@@ -77,9 +101,14 @@ def format_line(results: Sequence[BenchResult]) -> str:
 
 
 def markdown_table(rows, sizes, backends, threads: int, command: str, iters: int, warmup: int,
-                   rounds: int) -> str:
+                   rounds: int, competing_load: int = 0) -> str:
+    from .backends import SPECS
+
+    reduced = any(SPECS[b.split("+")[0]].precision != "fp32" for b in backends)
+    load = (f" Shared CPU: {competing_load} competing single-threaded busy process(es) ran during every timing "
+            f"(started and stopped by the benchmark)." if competing_load else "")
     lines = [
-        BEGIN,
+        SHARED_BEGIN if competing_load else BEGIN,
         f"Command: `{command}`  ",
         f"Machine: {machine_summary(threads)}.  ",
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Protocol: batch 1, fp32 "
@@ -87,12 +116,16 @@ def markdown_table(rows, sizes, backends, threads: int, command: str, iters: int
         f"backends interleaved in {rounds} rounds. ms per image; GMACs per image; "
         f"'best fp32' = fastest of {'/'.join(OUR_FP32)} over plain eager, and over ONNX Runtime (default settings). "
         f"target: yes = best fp32 >= {TARGET_SPEEDUP}x eager and not slower than ONNX Runtime; "
-        f"tie = >= {TARGET_SPEEDUP}x eager, slower than ONNX Runtime on the mean but within the spread of the rounds.",
+        f"tie = >= {TARGET_SPEEDUP}x eager, slower than ONNX Runtime on the mean but within the spread of the rounds."
+        + (f" 'reduced precision': the fastest bf16 and int8 path over the best fp32 path (targets: bf16 >= "
+           f"{PRECISION_TARGETS['bf16']}x, int8 >= {PRECISION_TARGETS['int8']}x on a CPU with AMX)." if reduced else "")
+        + load,
         "",
     ]
     header = ["model", "params"]
     for h, w in sizes:
         header += [f"GMACs {h}x{w}"] + [f"{b} {h}x{w}" for b in backends] + [f"best fp32 {h}x{w}", f"target {h}x{w}"]
+        header += [f"reduced precision {h}x{w}"] if reduced else []
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
     for name, params, per_size in rows:
@@ -105,23 +138,27 @@ def markdown_table(rows, sizes, backends, threads: int, command: str, iters: int
                 r = by.get(b)
                 cells.append(f"{r.ms_per_image:.1f} ({100 * r.matmul_share:.0f}%)" if r else "-")
             cells += list(verdict(results))
+            cells += [precision_speedups(results)] if reduced else []
         lines.append("| " + " | ".join(cells) + " |")
-    rates = ", ".join(f"{name} {size[0]}x{size[1]}: {per_size[size][0].matmul_gflops_per_s:.0f}"
-                      for name, _, per_size in rows for size in sizes)
-    lines += ["", "In parentheses: achieved GFLOP/s (2 x MACs / time) as a share of the fp32 matmul rate "
-              "(a 2048^3 sgemm timed interleaved with each row's backends, so under the same load; "
-              f"GFLOP/s: {rates}). int8 shares are against that fp32 rate.", END]
+    rates = ", ".join(f"{name} {size[0]}x{size[1]}: " + "/".join(
+        f"{p} {r.matmul_gflops_per_s:.0f}" for p, r in {r.matmul_precision: r for r in per_size[size]}.items())
+        for name, _, per_size in rows for size in sizes)
+    lines += ["", "In parentheses: achieved GFLOP/s (2 x MACs / time) as a share of the matmul rate of the "
+              "backend's precision (a 2048^3 matmul in fp32, bf16 or int8, timed interleaved with each row's "
+              f"backends, so under the same load; GFLOP/s: {rates}).", SHARED_END if competing_load else END]
     return "\n".join(lines)
 
 
 def write_section(path: str, section: str, title: str = "# Speed benchmarks") -> None:
-    """Replace the generated section of ``path`` (or append it; create the file if needed)."""
+    """Replace the generated section of ``path`` whose markers ``section`` carries (the quiet or
+    the shared-CPU table), or append it; create the file if needed."""
     from ..utils import atomic_path
 
+    begin, end = (SHARED_BEGIN, SHARED_END) if section.startswith(SHARED_BEGIN) else (BEGIN, END)
     text = open(path).read() if os.path.isfile(path) else f"{title}\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     with atomic_path(path) as tmp:
@@ -132,15 +169,16 @@ def write_section(path: str, section: str, title: str = "# Speed benchmarks") ->
 def bench_all(models: Sequence[str] | None = None, sizes=((512, 1024), (1024, 2048)),
               backends: Sequence[str] = FP32_BACKENDS + ("int8",), threads: int = 2, warmup: int = 10,
               iters: int = 100, rounds: int = 4, out: str | None = "docs/benchmarks.md",
-              command: str | None = None, progress: bool = True) -> str:
-    """Run :func:`run_all` and write the markdown table to ``out``; returns the table."""
+              command: str | None = None, progress: bool = True, competing_load: int = 0) -> str:
+    """Run :func:`run_all` and write the markdown table to ``out`` (under a competing load: the
+    shared-CPU table, between its own markers); returns the table."""
     from ..models import list_models
 
     models = list(models or [m for m in list_models(aliases=False) if m not in SEARCH_ONLY])
     sizes = [tuple(s) for s in sizes]
-    rows, threads = run_all(models, sizes, backends, threads, warmup, iters, rounds, progress)
+    rows, threads = run_all(models, sizes, backends, threads, warmup, iters, rounds, progress, competing_load)
     command = command or "atrous " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    section = markdown_table(rows, sizes, backends, threads, command, iters, warmup, rounds)
+    section = markdown_table(rows, sizes, backends, threads, command, iters, warmup, rounds, competing_load)
     if out:
         write_section(out, section)
     return section

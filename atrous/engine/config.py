@@ -136,6 +136,8 @@ def check_config(config: dict) -> RunSettings:
             raise UserError(f"train.{key}: expected a positive integer, got {value!r}")
     if train.precision not in ("auto", "fp32", "fp16", "bf16"):
         raise UserError(f"train.precision: expected auto, fp32, fp16 or bf16, got {train.precision!r}")
+    if train.channels_last not in ("auto", True, False):
+        raise UserError(f"train.channels_last: expected auto, true or false, got {train.channels_last!r}")
     if settings.eval.select not in ("final", "best"):
         raise UserError(f"eval.select: expected final or best, got {settings.eval.select!r}")
     if settings.task not in ("segmentation", "classification"):

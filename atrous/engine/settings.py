@@ -55,7 +55,8 @@ class TrainSettings:
     warmup_iters: int = 0
     warmup_factor: float = 0.1  # linear warmup from warmup_factor * lr to lr
     grad_clip: float | None = None  # max global gradient norm, or null
-    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    precision: str = "auto"  # auto (fp16 on CUDA, bf16 on a CPU with bf16 units, else fp32) | fp32 | fp16 | bf16
+    channels_last: Union[str, bool] = "auto"  # auto (on with bf16/fp16, off in fp32) | true | false
     ema: EMASettings = field(default_factory=EMASettings)
     precise_bn: PreciseBNSettings = field(default_factory=PreciseBNSettings)
     log_every: int = 10

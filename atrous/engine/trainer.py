@@ -71,10 +71,31 @@ def init_weights(model: torch.nn.Module, spec):
     return report
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``train.precision: auto``: fp16 on CUDA; bf16 on a CPU with bf16 matrix units (AMX-BF16 or
+    AVX512-BF16, :mod:`atrous.deploy.machine`), where bf16 autocast trains faster; fp32 on any
+    other CPU (without the units oneDNN emulates bf16). Other values are returned as given."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    from ..deploy.machine import cpu_info
+
+    return "bf16" if device.type == "cpu" and cpu_info().bf16_hardware else "fp32"
+
+
+def use_channels_last(device: torch.device, setting, precision: str) -> bool:
+    """``train.channels_last``: true / false, or auto: on when training in bf16 or fp16 (oneDNN's
+    AMX/AVX512-BF16 and cuDNN's tensor-core kernels work in channels_last), off in fp32, so that an
+    fp32 run trains exactly as before."""
+    if setting == "auto":
+        return resolve_precision(device, precision) in ("bf16", "fp16")
+    return bool(setting)
+
+
 def autocast_for(device: torch.device, precision: str):
     """(autocast context, whether a GradScaler is needed) for ``train.precision``."""
-    if precision == "auto":
-        precision = "fp16" if device.type == "cuda" else "fp32"
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return nullcontext(), False
     if precision == "fp16" and device.type != "cuda":
@@ -109,6 +130,7 @@ class Run:
     lr: float = 0.0
     epoch: int = 0
     autocast: object = field(default_factory=nullcontext)
+    channels_last: bool = False
 
     def record(self, weights: str, metrics: dict | None = None, model=None):
         return self.task.record(self.config, model or self.state.eval_model, self.train_set,
@@ -210,7 +232,8 @@ def start_run(config, settings: RunSettings, out: Path, resume: bool, progress: 
         report = init_weights(model, settings.model.init)
         if progress:
             print(f"model.init: {report.summary()}")
-    model = model.to(device)
+    channels_last = use_channels_last(device, tcfg.channels_last, tcfg.precision)
+    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     plan = EpochPlan(train_set, tcfg.batch_size, info.world_size, info.rank, settings.seed, config["data"])
     optimizer = next((o for h in extra_hooks if (o := h.build_optimizer(model, tcfg)) is not None), None)
     optimizer = optimizer or build_optimizer(model, tcfg)
@@ -222,7 +245,7 @@ def start_run(config, settings: RunSettings, out: Path, resume: bool, progress: 
     max_iters = tcfg.max_iters or tcfg.epochs * plan.iters_per_epoch
     run = Run(config, settings, task, out, info, device, train_set, val_set, state, net, plan, max_iters,
               task.criterion(settings, train_set), [LogHook(), EvalHook(), CheckpointHook(), *extra_hooks],
-              progress, resumed, autocast=autocast)
+              progress, resumed, autocast=autocast, channels_last=channels_last)
     if resumed:
         state.load_state_dict(ckpt.load_checkpoint(latest))
         if progress:
@@ -250,6 +273,8 @@ def step(run: Run, images: torch.Tensor, target: torch.Tensor) -> float:
     loss over the global batch (NaN anywhere stops every process), backward, optional gradient
     clipping, optimizer and EMA update. Returns the global loss."""
     state, tcfg = run.state, run.settings.train
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     run.lr = set_lr(state.optimizer, tcfg.lr, lr_factor(state.iteration, run.max_iters, tcfg.poly_power,
                                                         tcfg.warmup_iters, tcfg.warmup_factor))
     with run.autocast:
