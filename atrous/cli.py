@@ -103,13 +103,14 @@ def cmd_eval(args) -> None:
 
         if args.weights:
             raise_user(f"--weights {args.weights}: {args.source} is a weights file already; give one of them")
-        evaluate_file(args.source, args.set, args.split, args.json)
+        evaluate_file(args.source, args.set, args.split, args.json, backend=args.backend, threads=args.threads)
         return
     from .engine import evaluate_weights, load_config
 
     if not args.weights:
         raise_user(f"eval {args.source}: a recipe needs --weights FILE (or give the weights file alone)")
-    evaluate_weights(load_config(args.source, args.set), args.weights, args.split, args.json)
+    evaluate_weights(load_config(args.source, args.set), args.weights, args.split, args.json,
+                     backend=args.backend, threads=args.threads)
 
 
 def raise_user(message: str):
@@ -192,8 +193,9 @@ def cmd_predict(args) -> int:
     model = open_model(args.model, args.weights)
     palette = load_palette(args.palette, model.num_classes) if args.palette else None
     r = predict(model, args.inputs, args.out, palette, args.side_by_side, args.batch,
-                args.cityscapes_submission, args.device)
-    print(f"wrote {r['images']} images, {r['videos']} videos ({r['frames']} frames) to {r['out']}")
+                args.cityscapes_submission, args.device, backend=args.backend, threads=args.threads)
+    print(f"wrote {r['images']} images, {r['videos']} videos ({r['frames']} frames) to {r['out']}"
+          + (f"; backend {r['backend']}" if r.get("backend") else ""))
     if r["failed"]:
         print(f"failed {len(r['failed'])}:", file=sys.stderr)
         for path, reason in r["failed"]:
@@ -221,6 +223,14 @@ def add_model_arguments(p: argparse.ArgumentParser, onnx: bool = False) -> None:
     p.add_argument("--weights", default=None,
                    help="weights for a MODEL given by name: .safetensors (ours) or the authors' .pth; "
                         "without them the model has its initial (untrained) weights")
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default=None,
+                   help="run on another CPU backend: auto (the fastest on this machine that passes the accuracy "
+                        "gate, measured once and cached) or a name of atrous bench (torch-bf16, openvino-bf16, "
+                        "openvino-int8, int8, onnxruntime-opt, ...); default: PyTorch fp32")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the backend (default: all)")
 
 
 def add_analysis_commands(sub) -> None:
@@ -270,10 +280,11 @@ def add_training_commands(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key, e.g. --set data.root=/data/camvid or --set eval.shorter_side=1024")
     p.add_argument("--json", default=None, help="where to write the JSON (default: beside the weights)")
+    add_backend_options(p)
     p.set_defaults(func=cmd_eval)
 
 
-def add_deploy_commands(sub) -> None:
+def add_bench_command(sub) -> None:
     p = sub.add_parser("bench", help="inference speed by the papers' protocol (RegSeg Sec 4.6)")
     p.add_argument("model", nargs="?", help=MODEL_HELP + " (or --all)")
     p.add_argument("--weights", default=None, help="optional weights for a MODEL name (speed does not depend on them)")
@@ -298,6 +309,9 @@ def add_deploy_commands(sub) -> None:
                    help="time while N busy processes run on this machine (started and stopped by the bench)")
     p.set_defaults(func=cmd_bench)
 
+
+def add_deploy_commands(sub) -> None:
+    add_bench_command(sub)
     p = sub.add_parser("export", help="ONNX export (with the weights record), checked against PyTorch")
     add_model_arguments(p)
     p.add_argument("--onnx", required=True, help="output .onnx path")
@@ -336,6 +350,7 @@ def add_deploy_commands(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
     p.add_argument("--cityscapes-submission", action="store_true",
                    help="only labelId PNGs named <city>_<seq>_<frame>_labelIds.png (test server)")
+    add_backend_options(p)
     p.set_defaults(func=cmd_predict)
 
 

@@ -146,7 +146,7 @@ def test_auto_selection_is_cached_with_its_int8_graph(model, tmp_path, monkeypat
 
 
 def test_auto_model_selects_per_shape(model, tmp_path):
-    wrapped = auto_mod.AutoModel(model, "regseg", threads=1, cache=tmp_path, iters=2, candidates=["fused"])
+    wrapped = auto_mod.BackendModel(model, "regseg", threads=1, cache=tmp_path, iters=2, candidates=["fused"])
     x = torch.from_numpy(synthetic_images(SIZE, 1, seed=4)[0])
     with torch.no_grad():
         assert torch.allclose(wrapped(x), model(x), atol=1e-5)

@@ -294,3 +294,16 @@ def test_evaluate_a_perfect_and_a_constant_model():
     constant = evaluate(Constant(), Data(), progress=False)
     assert constant["pixel_accuracy"] == pytest.approx(31 / 63)
     assert constant["per_class_iou"] == {"a": pytest.approx(31 / 63), "b": 0.0}
+
+
+def test_class_weights_scale_each_pixels_loss():
+    from atrous.engine.losses import enet_weights
+
+    weights = enet_weights(torch.tensor([900, 90, 10]))
+    assert weights[2] > weights[1] > weights[0]
+    torch.testing.assert_close(weights[0], 1 / torch.log(torch.tensor(1.02 + 0.9)))
+    target = torch.tensor([[[0, 2]]])
+    logits = torch.zeros(1, 3, 1, 2)  # every pixel loss is ln 3
+    plain, weighted = CrossEntropy(), CrossEntropy()
+    weighted.weight = torch.tensor([1.0, 1.0, 3.0])
+    torch.testing.assert_close(weighted(logits, target), plain(logits, target) * 2)

@@ -131,8 +131,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(recipe, tmp_path, mon
 
     real = losses.loss_from_config
 
-    def poisoned(cfg, ignore_index=255):
-        criterion = real(cfg, ignore_index)
+    def poisoned(cfg, ignore_index=255, class_weights=None):
+        criterion = real(cfg, ignore_index, class_weights)
         calls = {"n": 0}
 
         def loss(output, target):

@@ -163,3 +163,22 @@ def test_outputs_get_the_process_umask(trained, tmp_path):
         os.umask(old)
     for path in (tmp_path / "p" / "a.png", tmp_path / "p" / "predict.json", tmp_path / "m.onnx", weights):
         assert oct(path.stat().st_mode & 0o777) == oct(0o644), path
+
+
+def test_predict_and_eval_on_another_backend(trained, tmp_path, capsys):
+    _, weights = trained
+    images = tmp_path / "images"
+    images.mkdir()
+    write_image(images / "a.png", 64, 64, 1)
+    assert main(["predict", str(weights), str(images), "--out", str(tmp_path / "p"), "--backend",
+                 "onnxruntime-opt+nospin", "--threads", "1"]) == 0
+    assert "backend 64x64: onnxruntime-opt+nospin, fp32" in capsys.readouterr().out
+    model = atrous.load(weights)
+    x = torch.from_numpy(model.record.normalization.apply(np.asarray(Image.open(images / "a.png"))))[None]
+    with torch.no_grad():
+        expected = model(x).argmax(1)[0].numpy()
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "p" / "a.png")), expected)
+    assert main(["eval", str(weights), "--backend", "bogus"]) == 2
+    assert "backend 'bogus' is unknown" in capsys.readouterr().err
+    assert main(["eval", str(weights), "--backend", "onnxruntime-opt", "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["backend"].startswith("64x64: onnxruntime-opt")

@@ -12,7 +12,8 @@ measured once per model, weights, input shape and machine, and remembered.
   count, the CPU model and matrix flags, the library versions, the candidates and the calibration
   source; an int8 winner's quantized graph is cached beside it, so a later run neither times nor
   quantizes again.
-* :class:`AutoModel` is a model-contract wrapper that selects on the first input of each shape.
+* :class:`BackendModel` is the model contract on a given backend, or on the one ``auto`` picks
+  for each input shape.
 """
 from __future__ import annotations
 
@@ -245,20 +246,67 @@ def _from_cache(model, entry, folder, size, batch, threads) -> Predictor | None:
     return build_predictor(model, entry["backend"], size, batch, "cpu", threads, quantized=quantized)
 
 
-class AutoModel(nn.Module):
-    """The model contract on the backend :func:`select_backend` picks for each input shape (the
-    first input of a shape selects, or reads the cache; later ones reuse it). CPU only; the
-    logits come back on the input's device. ``options`` go to :func:`select_backend`."""
+class BackendModel(nn.Module):
+    """The model contract on another backend: ``backend`` (a name of
+    :data:`~atrous.deploy.backends.SPECS`, with ``+`` options) or ``"auto"`` (:func:`select_backend`
+    on the first input of each shape; later ones reuse it, and the choice is cached across runs).
+    Graph backends are built per input shape. CPU only; the logits come back on the input's
+    device. ``options`` go to :func:`select_backend` (``auto``); ``calibration`` (arrays, or a
+    function of the input size returning them) also reaches the fixed int8 backends."""
 
-    def __init__(self, model: nn.Module, name: str, threads: int | None = None, **options):
+    def __init__(self, model: nn.Module, name: str, backend: str = "auto", threads: int | None = None, **options):
         super().__init__()
-        self.model, self.name, self.threads, self.options = model.eval(), name, threads, options
+        if backend != "auto":
+            parse_backend(backend)  # an unknown name fails now, naming the valid ones
+        self.model, self.name, self.backend = model.eval(), name, backend
+        self.threads, self.options = threads, options
         self.num_classes = getattr(model, "num_classes", None)
+        self.record = getattr(model, "record", None)
+        self.predictors: dict[tuple, Predictor] = {}
         self.selections: dict[tuple, Selection] = {}
 
+    def predictor_for(self, shape: tuple) -> Predictor:
+        if shape not in self.predictors:
+            if self.backend == "auto":
+                options = dict(self.options)
+                if callable(options.get("calibration")):
+                    options["calibration"] = options["calibration"](shape[2:])
+                selection = select_backend(self.model, self.name, shape[2:], shape[0], self.threads, **options)
+                self.selections[shape] = selection
+                self.predictors[shape] = selection.predictor
+            else:
+                calibration = self.options.get("calibration")
+                calibration = calibration(shape[2:]) if callable(calibration) else calibration
+                self.predictors[shape] = build_predictor(self.model, self.backend, shape[2:], shape[0], "cpu",
+                                                         self.threads, calibration=calibration)
+        return self.predictors[shape]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = tuple(x.shape)
-        if shape not in self.selections:
-            self.selections[shape] = select_backend(self.model, self.name, shape[2:], shape[0], self.threads,
-                                                    **self.options)
-        return self.selections[shape].predictor(x.cpu()).to(x.device)
+        return self.predictor_for(tuple(x.shape))(x.cpu()).to(x.device)
+
+    def describe(self) -> str:
+        """Which backend ran each input shape (and why, for ``auto``)."""
+        parts = []
+        for shape, predictor in self.predictors.items():
+            chosen = self.selections.get(shape)
+            how = " (cached choice)" if chosen and chosen.cached else ""
+            parts.append(f"{shape[2]}x{shape[3]}: {predictor.backend}, {predictor.precision}{how}"
+                         + (f"; {predictor.note}" if predictor.note else ""))
+        return "; ".join(parts)
+
+
+def on_backend(model: nn.Module, backend: str | None, threads: int | None = None) -> nn.Module:
+    """``model`` run by ``backend`` for predict and eval (None: as it is). The int8 backends and
+    ``auto`` calibrate on the training split of the dataset the weights record names when it is
+    readable here, else on synthetic images (said in the cache key and by :meth:`describe`)."""
+    if backend is None:
+        return model
+    from .quantize import record_calibration
+
+    record = getattr(model, "record", None)
+    calibration, label = record_calibration(record)
+    options = {"calibration": calibration} if calibration is not None else {}
+    if backend == "auto":
+        options["calibration_label"] = label
+    name = record.model if record is not None else getattr(model, "variant", type(model).__name__)
+    return BackendModel(model, name, backend, threads, **options)

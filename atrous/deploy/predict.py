@@ -95,14 +95,20 @@ class Predictor:
     model: torch.nn.Module
     device: str = "cpu"
     normalization: Normalization = field(default_factory=Normalization)
+    backend: str | None = None  # another backend (atrous.deploy.auto.on_backend); None: the fused model
+    threads: int | None = None
     runner: torch.nn.Module = field(init=False)
 
     def __post_init__(self):
+        from .auto import on_backend
         from .export import OnnxModel
         from .fuse import prepare_inference
 
         if isinstance(self.model, OnnxModel):
             self.runner, self.min_size = self.model, 1
+        elif self.backend is not None:
+            self.runner = on_backend(self.model, self.backend, self.threads)
+            self.min_size = getattr(self.model, "min_size", 1)
         else:
             self.runner = prepare_inference(self.model.to(self.device), channels_last=self.device == "cpu")
             self.min_size = getattr(self.model, "min_size", 1)
@@ -137,13 +143,16 @@ def _image_batches(items: list[Item], batch: int, failed: list) -> Iterator[list
 
 def predict(model: torch.nn.Module, inputs: Sequence[str], out: str, palette: np.ndarray | None = None,
             side_by_side: bool = False, batch: int = 1, cityscapes_submission: bool = False,
-            device: str = "cpu", progress: bool = True) -> dict:
+            device: str = "cpu", progress: bool = True, backend: str | None = None,
+            threads: int | None = None) -> dict:
     """Predict every image and video in ``inputs`` into folder ``out``.
 
     Images: ``<name>.png`` (class indices) and ``<name>_overlay.png`` (or ``<name>_side.png``).
     Videos: ``<name>_overlay.mp4`` (or ``_side.mp4``) and ``<name>/<frame>.png`` class indices.
     ``cityscapes_submission``: only labelId PNGs named ``<city>_<seq>_<frame>_labelIds.png``,
-    flat in ``out``. ``OUT/predict.json`` lists what was written. Returns the counts written and
+    flat in ``out``. ``backend`` runs the model on another backend (a name, or ``auto``: the fastest
+    that passes the accuracy gate on this machine, atrous.deploy.auto). ``OUT/predict.json`` lists
+    what was written. Returns the counts written and
     ``failed``: ``(path, reason)`` of every input that could not be predicted."""
     from ..progress import progress as progress_bar
 
@@ -158,7 +167,7 @@ def predict(model: torch.nn.Module, inputs: Sequence[str], out: str, palette: np
     videos = [i for i in items if i.kind == "video"]
     palette = palette_of(model) if palette is None else palette
     record = getattr(model, "record", None)
-    predictor = Predictor(model, device, record.normalization if record else Normalization())
+    predictor = Predictor(model, device, record.normalization if record else Normalization(), backend, threads)
     os.makedirs(out, exist_ok=True)
     summary = {"model": record.describe() if record else type(model).__name__, "images": 0, "videos": 0,
                "frames": 0, "failed": []}
@@ -185,6 +194,8 @@ def predict(model: torch.nn.Module, inputs: Sequence[str], out: str, palette: np
             summary["videos"] += 1
         except (UserError, OSError) as exc:
             failed.append((item.path, str(exc)))
+    if hasattr(predictor.runner, "describe"):
+        summary["backend"] = predictor.runner.describe()
     write_manifest(out, items, previous, summary)
     return {**summary, "out": out}
 

@@ -59,6 +59,43 @@ def parse_dataset_spec(spec: str) -> tuple[dict, str] | None:
     return {"dataset": name, "root": root}, split or "train"
 
 
+def record_calibration(record, limit: int = 32):
+    """``(source, label)`` for calibrating the int8 backends of weights with ``record``: the
+    training split of the dataset the record names when it is readable here, else ``(None,
+    "synthetic")`` (the backends then calibrate on synthetic images). ``source`` is a function of
+    the input size that returns the arrays."""
+    data = dict(record.data) if record is not None and record.data else None
+    if data is None:
+        return None, "synthetic"
+    split = ((record.provenance or {}).get("config") or {}).get("train", {}).get("split", "train")
+    data.pop("transforms", None)
+    try:
+        from ..data import build_dataset
+
+        build_dataset(data, split, train=False)
+    except (UserError, OSError):
+        return None, "synthetic"
+
+    def arrays(size):
+        return list(dataset_calibration(data, split, size, limit))
+
+    return arrays, f"{data.get('dataset')}:{data.get('root')}:{split}, {limit} images"
+
+
+def dataset_calibration(spec: dict, split: str, size: Sequence[int], limit: int) -> Iterator[np.ndarray]:
+    """Up to ``limit`` images of ``split`` spread over it, resized to ``size``, normalised."""
+    from ..data import build_dataset
+
+    ds = build_dataset(spec, split, train=False)
+    count = min(limit, len(ds))
+    if count == 0:
+        raise UserError(f"calibration: the {split} split of {spec.get('dataset')} is empty")
+    step = max(1, len(ds) // count)
+    for i in range(0, step * count, step):
+        image = ds[i][0].unsqueeze(0).float()
+        yield torch.nn.functional.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False).numpy()
+
+
 def calibration_images(source: str, size: Sequence[int], limit: int = 32,
                        normalization=None) -> Iterator[np.ndarray]:
     """Up to ``limit`` normalized 1 x 3 x H x W float32 arrays for calibration, resized to
@@ -71,17 +108,7 @@ def calibration_images(source: str, size: Sequence[int], limit: int = 32,
     dataset = parse_dataset_spec(source)
     h, w = size
     if dataset is not None:
-        from ..data import build_dataset
-
-        spec, split = dataset
-        ds = build_dataset(spec, split, train=False)
-        count = min(limit, len(ds))
-        if count == 0:
-            raise UserError(f"--calib {source}: the {split} split is empty")
-        step = max(1, len(ds) // count)  # spread over the split
-        for i in range(0, step * count, step):
-            image = ds[i][0].unsqueeze(0).float()
-            yield torch.nn.functional.interpolate(image, size=(h, w), mode="bilinear", align_corners=False).numpy()
+        yield from dataset_calibration(*dataset, size, limit)
         return
     files = _image_files(source)
     if not files:

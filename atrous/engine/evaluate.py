@@ -120,7 +120,7 @@ def write_json(path, result: dict) -> Path:
 
 
 def evaluate_weights(config: dict, weights, split: str | None = None, json_path=None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, backend: str | None = None, threads: int | None = None) -> dict:
     """``atrous eval RECIPE --weights FILE``: the recipe's ``split`` (default ``eval.split``) and
     settings, the model as ``FILE`` says (its record; a file without one is built as the recipe's
     model), evaluated; prints the table and writes the JSON (default: beside the weights,
@@ -133,18 +133,18 @@ def evaluate_weights(config: dict, weights, split: str | None = None, json_path=
         model = open_model(weights)
     else:
         model = load(weights, config["model"]["name"], **(config["model"]["options"] or {}))
-    return _evaluate_model(config, model, weights, split, json_path, progress)
+    return _evaluate_model(config, model, weights, split, json_path, progress, backend, threads)
 
 
 def evaluate_file(weights, overrides=(), split: str | None = None, json_path=None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, backend: str | None = None, threads: int | None = None) -> dict:
     """``atrous eval FILE``: the dataset, split and evaluation settings the file's weights record
     names (``overrides``, ``--set key=value``, change them, e.g. ``data.root``)."""
     from ..deploy.source import open_model
 
     model = open_model(weights)
     config = config_from_record(model.record, str(weights), overrides)
-    return _evaluate_model(config, model, weights, split, json_path, progress)
+    return _evaluate_model(config, model, weights, split, json_path, progress, backend, threads)
 
 
 def config_from_record(record, source: str, overrides=()) -> dict:
@@ -169,7 +169,7 @@ def config_from_record(record, source: str, overrides=()) -> dict:
     return config
 
 
-def _evaluate_model(config: dict, model, weights, split, json_path, progress) -> dict:
+def _evaluate_model(config: dict, model, weights, split, json_path, progress, backend=None, threads=None) -> dict:
     from ..data import build_dataset
     from ..errors import UserError
     from .distributed import pick_device
@@ -181,10 +181,17 @@ def _evaluate_model(config: dict, model, weights, split, json_path, progress) ->
         raise UserError(f"{weights}: a {model.num_classes}-class model; the {dataset.name} {split} split has "
                         f"{dataset.num_classes} classes")
     onnx = str(weights).lower().endswith(".onnx")
-    device = torch.device("cpu") if onnx else pick_device(config["device"])
+    if backend is not None and not onnx:  # another backend (atrous.deploy.auto): CPU
+        from ..deploy.auto import on_backend
+
+        model = on_backend(model, backend, threads)
+    device = torch.device("cpu") if onnx or backend else pick_device(config["device"])
     result = evaluate(model.to(device), dataset, int(ecfg["batch_size"]), ecfg["shorter_side"], device,
                       progress=progress, desc=f"eval {split}")
     result.update(weights=str(weights), split=split, shorter_side=ecfg["shorter_side"])
+    if hasattr(model, "describe"):
+        result["backend"] = model.describe()
+        print(f"backend: {result['backend']}")
     name = model.record.model if getattr(model, "record", None) else config["model"]["name"]
     print(format_table(result, f"{name} on {dataset.name} {split} ({len(dataset)} images), weights {weights}"))
     json_path = Path(json_path) if json_path else Path(weights).with_name(f"eval_{split}.json")

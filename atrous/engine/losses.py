@@ -36,9 +36,22 @@ def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
-def pixel_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Per-pixel cross-entropy (0 at ignored pixels), N x H x W, computed in float32 at least."""
-    return F.cross_entropy(at_least_float32(logits), target, ignore_index=ignore_index, reduction="none")
+def pixel_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pixel cross-entropy (0 at ignored pixels), N x H x W, computed in float32 at least;
+    with ``weight``, each pixel's loss times its class's weight."""
+    logits = at_least_float32(logits)
+    if weight is not None:
+        weight = weight.to(logits.device, logits.dtype)
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")
+
+
+def enet_weights(pixel_counts: torch.Tensor, c: float = 1.02) -> torch.Tensor:
+    """ENet's class weights (Paszke et al. 2016, Sec 4): ``1 / ln(c + p_class)``, ``p`` the class's
+    share of the labelled training pixels; rare classes (pole, sign, bicyclist) weigh up to
+    ~50x more than ``c = 1.02`` allows the commonest."""
+    share = pixel_counts.double() / pixel_counts.sum().clamp(min=1)
+    return (1.0 / torch.log(c + share)).float()
 
 
 class PartialLoss(NamedTuple):
@@ -64,7 +77,10 @@ def global_means(parts: Sequence[PartialLoss]) -> list[torch.Tensor]:
 class MeanOverProcesses(nn.Module):
     """Base of the losses: a subclass defines ``partial(logits, target) -> PartialLoss``; the value
     is this process's share of the global-batch mean (:func:`global_means`), which in a single
-    process is the mean itself."""
+    process is the mean itself. ``weight`` (``loss.class_weights``) scales each pixel's loss by its
+    class's weight; the means stay over pixels."""
+
+    weight: torch.Tensor | None = None
 
     def forward(self, logits, target):
         return global_means([self.partial(logits, target)])[0]
@@ -82,7 +98,7 @@ class CrossEntropy(MeanOverProcesses):
         self.ignore_index = ignore_index
 
     def partial(self, logits, target):
-        losses = pixel_ce(logits, target, self.ignore_index)
+        losses = pixel_ce(logits, target, self.ignore_index, self.weight)
         return PartialLoss(losses.sum(), _count((target != self.ignore_index).sum()))
 
 
@@ -100,7 +116,7 @@ class RegSegOHEM(MeanOverProcesses):
         self.ignore_index, self.threshold, self.keep_fraction = ignore_index, threshold, keep_fraction
 
     def partial(self, logits, target):
-        losses = pixel_ce(logits, target, self.ignore_index).flatten()
+        losses = pixel_ce(logits, target, self.ignore_index, self.weight).flatten()
         k = max(1, int(losses.numel() * self.keep_fraction))
         hard = losses > self.threshold
         hard_count, global_k = sum_over_processes(_count([int(hard.sum()), k]).to(losses.device)).tolist()
@@ -122,7 +138,7 @@ class DSNetOHEM(MeanOverProcesses):
 
     def partial(self, logits, target):
         logits = at_least_float32(logits)
-        losses = pixel_ce(logits, target, self.ignore_index).flatten()
+        losses = pixel_ce(logits, target, self.ignore_index, self.weight).flatten()
         valid = (target != self.ignore_index).flatten()
         if not valid.any():
             return PartialLoss(logits.sum() * 0.0, _count(0))
@@ -147,7 +163,7 @@ class Bootstrap(MeanOverProcesses):
         self.ignore_index, self.threshold, self.min_kept = ignore_index, threshold, max(1, int(min_kept))
 
     def partial(self, logits, target):
-        per_image = pixel_ce(logits, target, self.ignore_index).flatten(1)
+        per_image = pixel_ce(logits, target, self.ignore_index, self.weight).flatten(1)
         out = []
         for losses in per_image:
             ranked = losses.sort(descending=True).values
@@ -201,10 +217,13 @@ class SegLoss(nn.Module):
         return sum(weight * mean for (weight, _, _), mean in zip(heads, means))
 
 
-def loss_from_config(loss, ignore_index: int = 255) -> SegLoss:
-    """The :class:`SegLoss` of a recipe's ``loss`` section (a :class:`~atrous.engine.settings.LossSettings`)."""
+def loss_from_config(loss, ignore_index: int = 255, class_weights: torch.Tensor | None = None) -> SegLoss:
+    """The :class:`SegLoss` of a recipe's ``loss`` section (a :class:`~atrous.engine.settings.LossSettings`),
+    with ``class_weights`` (one per class, or None) on every head."""
     def make(name):
-        return build_criterion(name, ignore_index, loss.threshold, loss.keep_fraction, loss.min_kept)
+        criterion = build_criterion(name, ignore_index, loss.threshold, loss.keep_fraction, loss.min_kept)
+        criterion.weight = class_weights
+        return criterion
 
     aux = None if loss.aux_loss in (None, "same", loss.name) else make(loss.aux_loss)
     return SegLoss(make(loss.name), loss.aux_weights or (), loss.main_weight, aux)

@@ -75,6 +75,8 @@ class LossSettings:
     aux_weights: list = field(default_factory=list)  # one weight per auxiliary head, in output order
     aux_loss: str = "same"  # loss of the auxiliary heads: same as the main one, or a loss name
     label_smoothing: float = 0.0  # classification pretraining only
+    # per-class loss weights: null | a list (one per class) | enet (1 / ln(1.02 + class share), ENet)
+    class_weights: Union[list, str, None] = None
 
 
 @dataclass(frozen=True)

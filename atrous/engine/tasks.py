@@ -36,7 +36,8 @@ class SegmentationTask:
     def criterion(self, settings: RunSettings, train_set):
         from .losses import loss_from_config
 
-        return loss_from_config(settings.loss, int(getattr(train_set, "ignore_index", 255)))
+        weights = class_weights(settings.loss.class_weights, train_set)
+        return loss_from_config(settings.loss, int(getattr(train_set, "ignore_index", 255)), weights)
 
     def evaluate(self, model, dataset, settings: RunSettings, device, progress: bool, desc: str) -> dict:
         ecfg = settings.eval
@@ -57,6 +58,23 @@ class SegmentationTask:
         plot_curves(out / "metrics.jsonl", out / "curves.png")
         if val_set is not None:
             plot_prediction(model, val_set, out / "prediction.png", device, settings.eval.shorter_side)
+
+
+def class_weights(spec, train_set) -> torch.Tensor | None:
+    """``loss.class_weights`` as a tensor: a list (one per class), or ``enet`` from the training
+    set's pixel counts (its class statistics, computed once and cached like class-uniform
+    sampling's)."""
+    from ..errors import UserError
+    from .losses import enet_weights
+
+    if spec is None:
+        return None
+    if spec == "enet":
+        counts = torch.as_tensor(train_set.class_presence(progress=False).counts.sum(0))
+        return enet_weights(counts)
+    if isinstance(spec, list) and len(spec) == train_set.num_classes and all(isinstance(v, (int, float)) for v in spec):
+        return torch.tensor(spec, dtype=torch.float32)
+    raise UserError(f"loss.class_weights: expected null, enet or {train_set.num_classes} numbers, got {spec!r}")
 
 
 class ClassificationTask:
