@@ -182,3 +182,13 @@ def test_predict_and_eval_on_another_backend(trained, tmp_path, capsys):
     assert "backend 'bogus' is unknown" in capsys.readouterr().err
     assert main(["eval", str(weights), "--backend", "onnxruntime-opt", "--json", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["backend"].startswith("64x64: onnxruntime-opt")
+
+
+def test_a_run_folder_stands_for_its_weights(trained, tmp_path, capsys):
+    root, weights = trained
+    assert main(["eval", str(root / "run"), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["weights"] == str(weights)
+    images = tmp_path / "images"
+    images.mkdir()
+    write_image(images / "a.png", 40, 40)
+    assert main(["predict", str(root / "run"), str(images), "--out", str(tmp_path / "p")]) == 0

@@ -117,13 +117,11 @@ def default_candidates(device: str = "cpu") -> list[str]:
 
 
 def weights_digest(model: nn.Module) -> str:
-    """sha256 of the model's state dict (names, shapes, dtypes and values)."""
-    h = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        tensor = value.detach().cpu().contiguous()
-        h.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return h.hexdigest()
+    """sha256 of the model's state dict: the weights record's content hash
+    (:func:`atrous.weights.tensor_hash`)."""
+    from ..weights import tensor_hash
+
+    return tensor_hash(model.state_dict())
 
 
 def cache_dir() -> Path:

@@ -1,7 +1,7 @@
 """What the deploy commands run: a registered model name or a weights file, turned into a model.
 
 ``atrous predict``, ``export``, ``quantize``, ``bench`` and ``eval`` take either a model name (with
-an optional ``--weights`` file) or the weights file alone: an atrous ``.safetensors`` file or
+an optional ``--weights`` file) or the weights file alone (or the run folder holding it): an atrous ``.safetensors`` file or
 checkpoint (its record rebuilds the model as trained), the authors' ``.pth`` (with the model
 name), or an exported ``.onnx`` file (run by ONNX Runtime, its record read from the metadata).
 """
@@ -16,11 +16,15 @@ from ..errors import UserError
 from ..weights import is_weights_path
 
 
+RUN_WEIGHTS = "model.safetensors"  # what a run folder of atrous train holds
+
+
 def is_model_file(spec: str | os.PathLike) -> bool:
-    """Whether ``spec`` names a file rather than a registered model: a weights or ONNX suffix, or
-    any existing file."""
+    """Whether ``spec`` names a file rather than a registered model: a weights or ONNX suffix, any
+    existing file, or a run folder of ``atrous train`` (its model.safetensors)."""
     text = os.fspath(spec)
-    return is_weights_path(text) or text.lower().endswith(".onnx") or os.path.isfile(text)
+    return (is_weights_path(text) or text.lower().endswith(".onnx") or os.path.isfile(text)
+            or os.path.isfile(os.path.join(text, RUN_WEIGHTS)))
 
 
 def open_model(spec: str, weights: str | None = None, num_classes: int | None = None,
@@ -35,6 +39,8 @@ def open_model(spec: str, weights: str | None = None, num_classes: int | None = 
     from ..weights import default_record, load
 
     if is_model_file(spec):
+        if os.path.isdir(spec):
+            spec = os.path.join(spec, RUN_WEIGHTS)
         if weights is not None:
             raise UserError(f"--weights {weights}: {spec} is a weights file already; give one of them")
         spec, weights, name = None, spec, None
