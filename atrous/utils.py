@@ -32,3 +32,19 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def replace_marked_section(path, begin: str, end: str, section: str, missing: str = "") -> None:
+    """Replace the text from ``begin`` to ``end`` in the markdown file ``path`` by ``section``
+    (which carries the markers itself), keeping the rest of the file; where the markers are not
+    there yet, append ``missing`` (a heading, say) and the section. Written atomically; a missing
+    file is created."""
+    text = open(path).read() if os.path.isfile(path) else "# Speed benchmarks\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + missing + section + "\n"
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)

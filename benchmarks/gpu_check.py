@@ -237,17 +237,10 @@ def markdown(report: Report, args, finished: bool) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the text between the markers of ``path`` (or append the section), atomically."""
-    from atrous.utils import atomic_path
+    """Replace the text between the markers of ``path`` (or append the section under its heading)."""
+    from atrous.utils import replace_marked_section
 
-    text = path.read_text() if path.is_file() else "# Speed benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## GPU: the papers' settings\n\n" + section + "\n"
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
+    replace_marked_section(path, BEGIN, END, section, missing="## GPU: the papers' settings\n\n")
 
 
 def publish(report: Report, args, finished: bool = False) -> None:

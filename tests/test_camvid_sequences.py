@@ -115,8 +115,9 @@ def test_real_camvid_sequences():
 # --------------------------------------------------------------------------- recipes
 @pytest.mark.parametrize("variant, differences", [
     ("camvid_cpu_heldout", {("data", "holdout"): ["0006R0"], ("train", "split"): "trainval",
-                            ("eval", "split"): "holdout"}),
-    ("camvid_cpu_trainval", {("train", "split"): "trainval", ("train", "eval_every"): None}),
+                            ("eval", "split"): "holdout", ("loss", "class_weights"): "enet"}),
+    ("camvid_cpu_trainval", {("train", "split"): "trainval", ("train", "eval_every"): None,
+                             ("loss", "class_weights"): "enet"}),
 ])
 def test_camvid_variants_keep_camvid_cpu_settings(variant, differences):
     """A change to camvid_cpu's hyper-parameters must reach its variants (or fail here)."""

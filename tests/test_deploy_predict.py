@@ -179,4 +179,5 @@ def test_speed_target_verdicts():
     assert verdict([eager, ort, result("compile", [104, 108])])[1] == "tie"  # 106 > 105, rounds overlap
     assert verdict([eager, ort, result("fused", [115, 120])])[1] == "no"  # slower in every round
     assert verdict([result("eager", [120, 120]), ort, result("fused", [95, 95])])[1] == "no"  # 1.26x eager
-    assert verdict([ort]) == ("-", "-")
+    assert verdict([ort]) == ("-", "-")  # default ONNX Runtime is not "ours"
+    assert verdict([ort, result("openvino", [90, 90])]) == ("openvino", "-")  # no eager timed: no ratio
