@@ -99,13 +99,10 @@ def cmd_eval(args) -> None:
     from .deploy.source import is_model_file
 
     if is_model_file(args.source) and not str(args.source).endswith((".yaml", ".yml")):
-        import os
-
-        from .deploy.source import RUN_WEIGHTS
+        from .deploy.source import model_file
         from .engine import evaluate_file
 
-        if os.path.isdir(args.source):  # a run folder: its final weights
-            args.source = os.path.join(args.source, RUN_WEIGHTS)
+        args.source = model_file(args.source)  # a run folder: its final weights
 
         if args.weights:
             raise_user(f"--weights {args.weights}: {args.source} is a weights file already; give one of them")

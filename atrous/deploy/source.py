@@ -27,6 +27,12 @@ def is_model_file(spec: str | os.PathLike) -> bool:
             or os.path.isfile(os.path.join(text, RUN_WEIGHTS)))
 
 
+def model_file(spec: str | os.PathLike) -> str:
+    """``spec`` as a file path: a run folder of ``atrous train`` stands for its model.safetensors."""
+    text = os.fspath(spec)
+    return os.path.join(text, RUN_WEIGHTS) if os.path.isdir(text) else text
+
+
 def open_model(spec: str, weights: str | None = None, num_classes: int | None = None,
                allow_onnx: bool = True, warn_untrained: bool = True) -> nn.Module:
     """The model named by ``spec`` (a registered name or a file, see the module docstring) in
@@ -39,8 +45,7 @@ def open_model(spec: str, weights: str | None = None, num_classes: int | None = 
     from ..weights import default_record, load
 
     if is_model_file(spec):
-        if os.path.isdir(spec):
-            spec = os.path.join(spec, RUN_WEIGHTS)
+        spec = model_file(spec)
         if weights is not None:
             raise UserError(f"--weights {weights}: {spec} is a weights file already; give one of them")
         spec, weights, name = None, spec, None
